@@ -1,0 +1,49 @@
+# llseg: the two commands a new user needs (see README.md)
+#   make study   set up .venv, generate the phantom cohort if data/ is missing, run the whole study (dvc repro)
+#   make test    set up .venv, run the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.llseg-installed
+
+# oneDNN kernels: a 3-level U-Net step on 64x64x32 drops from 1.8 s to 0.44 s on this CPU.
+# Must be set before TensorFlow is imported, so it is exported to every child (dvc, papermill kernels, pytest).
+export TF_ENABLE_ONEDNN_OPTS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export MPLBACKEND := Agg
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: study test setup data lab benchmarks clean help
+
+help:
+	@echo "make study | make test | make data | make lab | make benchmarks"
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	@touch $@
+
+setup: $(STAMP)
+
+# The phantom cohort is regenerated bit for bit from params.yaml when data/ is missing;
+# `dvc status data.dvc` then says whether it matches the committed hash in data.dvc.
+data: setup
+	@if [ ! -d data/images ]; then llseg phantom --out data; fi
+	@dvc status data.dvc
+
+study: data
+	dvc repro
+	@dvc metrics show
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+benchmarks: setup
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lab: setup
+	$(BIN)/jupyter lab notebooks/
+
+clean:
+	rm -rf work reports/notebooks

@@ -1,0 +1,307 @@
+"""Reading and writing at the edge: NIfTI images and label maps, JSON, CSV, Keras models.
+
+Every loader returns arrays in the kit's canonical frame: axes ``(X, Y, Z)`` with RAS+
+world orientation (+x subject's Right, +y Anterior, +z Superior), via
+``nibabel.as_closest_canonical``. Every loader checks its input and raises an error that names
+the file and the problem. Every writer is atomic (temporary file in the target folder, then
+``os.replace``), so an interrupted run never leaves a partial or corrupt output behind, and
+gzip output is byte-reproducible (no time stamp, no file name in the gzip header).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import gzip
+import json
+import logging
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from . import anatomy
+
+__all__ = [
+    "Volume",
+    "load_image",
+    "load_labels",
+    "save_nifti",
+    "write_json",
+    "read_json",
+    "write_csv",
+    "write_text",
+    "atomic_path",
+    "check_same_geometry",
+    "to_original_orientation",
+    "save_figure",
+    "save_model",
+    "load_model",
+]
+
+log = logging.getLogger(__name__)
+
+#: Largest world-coordinate disagreement (mm) tolerated between an image and its label map.
+GEOMETRY_TOL_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D volume in the canonical RAS+ frame plus what is needed to go back.
+
+    Attributes
+    ----------
+    data : (X, Y, Z) ndarray
+        Voxel values, canonical RAS+ axis order.
+    affine : (4, 4) ndarray
+        Voxel-to-world (mm) of ``data``.
+    original_affine : (4, 4) ndarray
+        Affine of the file as stored (before reorientation).
+    original_shape : tuple of int
+        Shape of the file as stored.
+    path : str
+        Where it came from (for error messages).
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    original_affine: np.ndarray
+    original_shape: tuple[int, ...]
+    path: str
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float]:
+        """Voxel size in mm along (X, Y, Z)."""
+        return tuple(float(v) for v in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
+
+
+def _load_nifti(path) -> nib.Nifti1Image:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        raise ValueError(f"{path}: not a NIfTI file (expected .nii or .nii.gz)")
+    try:
+        img = nib.load(str(path))
+        # Read the payload once, now, so truncated or corrupt files fail here with the file's name.
+        data = np.asanyarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+        raise ValueError(f"{path}: cannot read NIfTI data (truncated or corrupt file?): {exc}") from None
+    except nib.filebasedimages.ImageFileError as exc:
+        raise ValueError(f"{path}: not a valid NIfTI file: {exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: cannot read NIfTI data: {exc}") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise ValueError(f"{path}: not a NIfTI image (got {type(img).__name__})")
+    return nib.Nifti1Image(data, img.affine, img.header)
+
+
+def _canonical(img: nib.Nifti1Image, path) -> Volume:
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        img = img.slicer[..., 0]
+    if len(img.shape) != 3:
+        raise ValueError(f"{path}: expected a 3-D volume, got {len(shape)}-D image of shape {shape}")
+    affine = img.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise ValueError(f"{path}: invalid (singular or non-finite) affine:\n{affine}")
+    canon = nib.as_closest_canonical(img)
+    data = np.asanyarray(canon.dataobj)
+    return Volume(data=data, affine=canon.affine.copy(), original_affine=affine.copy(),
+                  original_shape=tuple(int(s) for s in shape), path=str(path))
+
+
+def load_image(path) -> Volume:
+    """Load an MR image as float32 ``(X, Y, Z)`` in RAS+.
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing file.
+    ValueError
+        Not NIfTI, truncated/corrupt, not 3-D (a 4-D image with one volume is accepted),
+        invalid affine, NaN or infinite voxels. The message names the file.
+    """
+    vol = _canonical(_load_nifti(path), path)
+    data = np.asarray(vol.data, dtype=np.float32)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise ValueError(f"{path}: {int(bad.sum())} voxel(s) are NaN or infinite")
+    return Volume(data, vol.affine, vol.original_affine, vol.original_shape, vol.path)
+
+
+def load_labels(path, *, reference: Volume | None = None) -> Volume:
+    """Load a label map as uint8 ``(X, Y, Z)`` in RAS+, with ids from ``llseg.anatomy``.
+
+    Parameters
+    ----------
+    reference : Volume, optional
+        The image the labels belong to; shape and affine must match it (within
+        ``GEOMETRY_TOL_MM``), else ValueError naming both files.
+
+    Raises
+    ------
+    ValueError
+        Non-integer values, unknown label ids (listed), geometry mismatch, or any problem
+        ``load_image`` reports.
+    """
+    vol = _canonical(_load_nifti(path), path)
+    raw = np.asarray(vol.data)
+    if np.issubdtype(raw.dtype, np.floating):
+        if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
+            raise ValueError(f"{path}: label map holds non-integer or NaN values")
+    values = np.unique(raw)
+    unknown = [v.item() for v in values if v != 0 and int(v) not in anatomy.REGIONS]
+    if unknown:
+        shown = ", ".join(str(u) for u in unknown[:10])
+        raise ValueError(f"{path}: unknown label id(s) {shown}{' ...' if len(unknown) > 10 else ''}; "
+                         f"valid: 0 (background) and 1..{anatomy.N_REGIONS} (see llseg.anatomy)")
+    out = Volume(raw.astype(np.uint8), vol.affine, vol.original_affine, vol.original_shape, vol.path)
+    if reference is not None:
+        check_same_geometry(reference, out)
+    return out
+
+
+def check_same_geometry(a: Volume, b: Volume) -> None:
+    """Raise ValueError naming both files if shapes or world geometry (affine) differ."""
+    if a.data.shape != b.data.shape:
+        raise ValueError(f"{b.path}: shape {b.original_shape} does not match {a.path} shape {a.original_shape}")
+    diff = np.abs(a.affine - b.affine).max()
+    if diff > GEOMETRY_TOL_MM:
+        raise ValueError(f"{b.path}: voxel-to-world affine differs from {a.path} by up to {diff:.3g} mm "
+                         f"(flipped or shifted label map?)\n{a.path}:\n{a.affine}\n{b.path}:\n{b.affine}")
+
+
+def to_original_orientation(data: np.ndarray, canonical_affine: np.ndarray, original_affine: np.ndarray) -> np.ndarray:
+    """Reorient canonical ``(X, Y, Z)`` RAS+ data back to a file's stored axis order/direction."""
+    src = nib.io_orientation(canonical_affine)
+    dst = nib.io_orientation(original_affine)
+    transform = nib.orientations.ornt_transform(src, dst)
+    return np.ascontiguousarray(nib.orientations.apply_orientation(data, transform))
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_nifti(path, data: np.ndarray, affine: np.ndarray, *, dtype=None) -> Path:
+    """Write ``data`` with ``affine`` atomically to ``.nii`` or ``.nii.gz``.
+
+    The gzip stream carries no time stamp or file name, so identical arrays give identical
+    bytes (the phantom cohort is reproducible bit for bit).
+    """
+    path = Path(path)
+    data = np.asarray(data if dtype is None else np.asarray(data).astype(dtype))
+    if data.ndim != 3:
+        raise ValueError(f"{path}: expected 3-D data to write, got shape {data.shape}")
+    img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    payload = img.to_bytes()
+    if path.name.endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=6, mtime=0)
+    elif not path.name.endswith(".nii"):
+        raise ValueError(f"{path}: output must end in .nii or .nii.gz")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+    return path
+
+
+def write_text(path, text: str) -> Path:
+    """Write text atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)
+    return Path(path)
+
+
+def write_json(path, obj) -> Path:
+    """Write JSON atomically (sorted keys, 2-space indent, trailing newline)."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def read_json(path):
+    """Read a JSON file, naming the file in any error."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON: {exc}") from None
+
+
+def write_csv(path, rows: list[dict], *, fieldnames=None) -> Path:
+    """Write a list of dicts as CSV atomically."""
+    fieldnames = list(fieldnames or (rows[0].keys() if rows else []))
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+    return Path(path)
+
+
+def save_figure(fig, stem, *, formats=("png", "svg"), dpi: int = 150) -> list[Path]:
+    """Save a matplotlib figure as ``stem.png`` and ``stem.svg`` (atomically), then close it."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    for fmt in formats:
+        path = Path(f"{stem}.{fmt}")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
+        out.append(path)
+    plt.close(fig)
+    return out
+
+
+def save_model(model, path) -> Path:
+    """Save a Keras model to a ``.keras`` file atomically."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: model files must end in .keras")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_model(path):
+    """Load a ``.keras`` model (compile=False: inference only)."""
+    import keras  # deferred: importing llseg.io must not pull in TensorFlow
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file (run the training stage first: dvc repro)")
+    return keras.models.load_model(path, compile=False)

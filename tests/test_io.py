@@ -1,0 +1,137 @@
+"""NIfTI edges: round trips, orientation, atomic and reproducible writes, every bad input."""
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from llseg import io
+
+
+def test_roundtrip_and_canonical_orientation(tmp_path, two_leg_case):
+    image, labels, affine = two_leg_case
+    # Store in LPS-like order: flip x and y axes; the loader must give back the RAS+ array.
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])
+    flip[:2, 3] = [image.shape[0] - 1, image.shape[1] - 1]
+    lps_affine = affine @ flip
+    io.save_nifti(tmp_path / "img.nii.gz", image[::-1, ::-1], lps_affine)
+    vol = io.load_image(tmp_path / "img.nii.gz")
+    assert nib.aff2axcodes(vol.original_affine) == ("L", "P", "S")
+    assert nib.aff2axcodes(vol.affine) == ("R", "A", "S")
+    np.testing.assert_array_equal(vol.data, image)
+    np.testing.assert_allclose(vol.affine, affine)
+    assert vol.spacing_mm == (2.0, 2.0, 5.0)
+    back = io.to_original_orientation(vol.data, vol.affine, vol.original_affine)
+    np.testing.assert_array_equal(back, image[::-1, ::-1])
+
+
+def test_gzip_output_is_byte_reproducible(tmp_path, two_leg_case):
+    image, _, affine = two_leg_case
+    a = io.save_nifti(tmp_path / "a.nii.gz", image, affine).read_bytes()
+    b = io.save_nifti(tmp_path / "b.nii.gz", image, affine).read_bytes()
+    assert a == b
+    assert gzip.decompress(a)[:4] != b""  # valid gzip
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "x.json"
+    io.write_json(target, {"old": 1})
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text('{"half": ')
+            raise RuntimeError("interrupted")
+    assert io.read_json(target) == {"old": 1}  # previous content intact
+    assert [p.name for p in target.parent.iterdir()] == ["x.json"]  # no temp file left
+    with pytest.raises(TypeError):
+        io.write_json(target, {"bad": object()})
+    assert io.read_json(target) == {"old": 1}
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        io.load_image(tmp_path / "nope.nii.gz")
+
+
+def test_wrong_file_type(tmp_path):
+    p = tmp_path / "scan.png"
+    p.write_bytes(b"\x89PNG....")
+    with pytest.raises(ValueError, match=r"scan.png: not a NIfTI file"):
+        io.load_image(p)
+    q = tmp_path / "fake.nii.gz"
+    q.write_text("hello")
+    with pytest.raises(ValueError, match="fake.nii.gz"):
+        io.load_image(q)
+
+
+def test_truncated_gzip(tmp_path, two_leg_case):
+    image, _, affine = two_leg_case
+    data = io.save_nifti(tmp_path / "ok.nii.gz", np.random.default_rng(0).random((32, 32, 32)), affine).read_bytes()
+    bad = tmp_path / "cut.nii.gz"
+    bad.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ValueError, match=r"cut.nii.gz: .*(truncated|corrupt)"):
+        io.load_image(bad)
+
+
+def test_nan_voxels(tmp_path, two_leg_case):
+    image, _, affine = two_leg_case
+    image = image.copy()
+    image[1, 2, 3] = np.nan
+    io.save_nifti(tmp_path / "nan.nii.gz", image, affine)
+    with pytest.raises(ValueError, match=r"nan.nii.gz: 1 voxel\(s\) are NaN"):
+        io.load_image(tmp_path / "nan.nii.gz")
+
+
+def test_4d_image(tmp_path, two_leg_case):
+    image, _, affine = two_leg_case
+    nib.save(nib.Nifti1Image(np.stack([image, image], axis=-1), affine), tmp_path / "dwi.nii.gz")
+    with pytest.raises(ValueError, match=r"dwi.nii.gz: expected a 3-D volume, got 4-D"):
+        io.load_image(tmp_path / "dwi.nii.gz")
+    nib.save(nib.Nifti1Image(image[..., None], affine), tmp_path / "one.nii.gz")
+    assert io.load_image(tmp_path / "one.nii.gz").data.shape == image.shape
+
+
+def test_label_geometry_mismatch_and_flip(tmp_path, two_leg_case):
+    image, labels, affine = two_leg_case
+    io.save_nifti(tmp_path / "img.nii.gz", image, affine)
+    io.save_nifti(tmp_path / "small.nii.gz", labels[:-2], affine, dtype=np.uint8)
+    flipped = affine @ np.array([[-1, 0, 0, labels.shape[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    flipped[0, 3] += 4.0  # same voxel grid orientation after reorienting, but shifted: a mismatch
+    io.save_nifti(tmp_path / "shifted.nii.gz", labels, flipped, dtype=np.uint8)
+    img = io.load_image(tmp_path / "img.nii.gz")
+    with pytest.raises(ValueError, match=r"small.nii.gz: shape .* does not match .*img.nii.gz"):
+        io.load_labels(tmp_path / "small.nii.gz", reference=img)
+    with pytest.raises(ValueError, match=r"shifted.nii.gz: voxel-to-world affine differs"):
+        io.load_labels(tmp_path / "shifted.nii.gz", reference=img)
+
+
+def test_unknown_and_non_integer_labels(tmp_path, two_leg_case):
+    _, labels, affine = two_leg_case
+    bad = labels.astype(np.int16)
+    bad[0, 0, 0] = 99
+    io.save_nifti(tmp_path / "unknown.nii.gz", bad, affine, dtype=np.int16)
+    with pytest.raises(ValueError, match=r"unknown.nii.gz: unknown label id\(s\) 99"):
+        io.load_labels(tmp_path / "unknown.nii.gz")
+    frac = labels.astype(np.float32)
+    frac[0, 0, 0] = 0.5
+    io.save_nifti(tmp_path / "frac.nii.gz", frac, affine, dtype=np.float32)
+    with pytest.raises(ValueError, match="non-integer"):
+        io.load_labels(tmp_path / "frac.nii.gz")
+
+
+def test_save_rejects_bad_suffix_and_shape(tmp_path, two_leg_case):
+    image, _, affine = two_leg_case
+    with pytest.raises(ValueError, match="must end in .nii"):
+        io.save_nifti(tmp_path / "x.nrrd", image, affine)
+    with pytest.raises(ValueError, match="expected 3-D"):
+        io.save_nifti(tmp_path / "x.nii.gz", image[..., None, None], affine)
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_json_and_csv(tmp_path):
+    io.write_json(tmp_path / "a.json", {"x": np.float32(1.5), "y": np.arange(2)})
+    assert io.read_json(tmp_path / "a.json") == {"x": 1.5, "y": [0, 1]}
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match="bad.json: invalid JSON"):
+        io.read_json(tmp_path / "bad.json")
+    io.write_csv(tmp_path / "t.csv", [{"a": 1, "b": 2}])
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "1,2"]
