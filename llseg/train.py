@@ -1,0 +1,369 @@
+"""Training loop, data augmentation and the shared prediction function (paper section 2.2.3).
+
+Stage 1 and stage 2 both call :func:`fit` (Adam, pixel-wise cross-entropy, batch size 1)
+and :func:`predict_proba`; they differ only in the samples they feed. Volumes are
+``(X, Y, Z)`` arrays in RAS+ order; network tensors are ``(N, X, Y, Z, C)`` channels-last.
+
+Only Keras APIs are used, so any Keras backend runs this module; TensorFlow (the default)
+is imported lazily, only to switch on deterministic ops.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import scipy.ndimage as ndi
+
+from . import _validate
+
+__all__ = ["augment", "mirror_table", "fit", "predict_proba"]
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def mirror_table(class_labels) -> np.ndarray:
+    """Lookup table that swaps left and right classes, for :func:`augment`'s ``label_mirror``.
+
+    Parameters
+    ----------
+    class_labels : sequence of int
+        Region label id (``llseg.anatomy``, 1..70) of each network class 1..K, in class
+        order; class 0 is background and is *not* listed. E.g. a stage-1 group's
+        ``anatomy.group_labels(g)``.
+
+    Returns
+    -------
+    (K + 1,) ndarray of int64
+        ``table[c]`` is the class holding the mirrored region of class ``c``; 0 maps to 0.
+
+    Raises
+    ------
+    ValueError
+        If a region's mirror is not among ``class_labels`` (flipping would create a class
+        the network does not have) or a label is listed twice.
+    """
+    from . import anatomy
+
+    labels = [int(v) for v in class_labels]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"class_labels must be distinct, got {labels}")
+    index = {lab: c + 1 for c, lab in enumerate(labels)}
+    table = np.zeros(len(labels) + 1, dtype=np.int64)
+    for lab, c in index.items():
+        mirrored = anatomy.mirror_label(lab)
+        if mirrored not in index:
+            raise ValueError(f"class_labels: region {lab} ({anatomy.region_name(lab)}) is listed but its "
+                             f"mirror {mirrored} is not; a left-right flip cannot be relabelled")
+        table[c] = index[mirrored]
+    return table
+
+
+def _check_mirror(label_mirror, labels: np.ndarray) -> np.ndarray:
+    lut = np.asarray(label_mirror)
+    if lut.ndim != 1 or not np.issubdtype(lut.dtype, np.integer):
+        raise TypeError(f"label_mirror must be a 1-D integer array, got dtype {lut.dtype}, shape {lut.shape}")
+    top = int(labels.max()) if labels.size else 0
+    if int(labels.min()) < 0 or top >= lut.size:
+        raise ValueError(f"label_mirror has {lut.size} entries but labels span "
+                         f"{int(labels.min())}..{top}; it needs one entry per id 0..{top}")
+    return lut
+
+
+def augment(image, labels, *, rng: np.random.Generator, max_rotation_deg: float = 10.0,
+            max_shear: float = 0.1, flip_lr: bool = True, label_mirror=None,
+            spacing_mm=None) -> tuple[np.ndarray, np.ndarray]:
+    """Randomly rotate, shear and left-right flip an image and its label map together.
+
+    Parameters
+    ----------
+    image : (X, Y, Z) ndarray of float
+        Image, RAS+ axis order.
+    labels : (X, Y, Z) ndarray of int
+        Label map on the same grid.
+    rng : numpy.random.Generator
+        Source of randomness. Exactly four uniform draws are taken per call whatever the
+        options (angle, two shears, flip), so a seeded generator gives a reproducible stream.
+    max_rotation_deg : float, optional
+        Rotation about the superior-inferior axis (Z, axis 2) uniform in
+        ``[-max_rotation_deg, max_rotation_deg]`` degrees.
+    max_shear : float, optional
+        In-plane shear factors ``s_xy, s_yx`` uniform in ``[-max_shear, max_shear]``:
+        ``x' = x + s_xy y``, ``y' = y + s_yx x`` (mm per mm).
+    flip_lr : bool, optional
+        Flip axis 0 (X, left-right) with probability 0.5.
+    label_mirror : (L,) ndarray of int, optional
+        Lookup table applied to the labels when flipped (``labels = label_mirror[labels]``),
+        e.g. :func:`mirror_table`, so that a flipped right muscle becomes the left one. It
+        needs an entry for every id present. ``None`` keeps the ids (single-muscle stage 2).
+    spacing_mm : tuple of 3 float, optional
+        Voxel spacing; the rotation and shear are applied in mm so that anisotropic
+        in-plane voxels are rotated physically. ``None`` means isotropic voxels.
+
+    Returns
+    -------
+    image : (X, Y, Z) ndarray
+        Transformed image, same dtype as the input if floating, else float32.
+    labels : (X, Y, Z) ndarray
+        Transformed labels, same dtype as the input.
+
+    Raises
+    ------
+    ValueError
+        Shape mismatch, non-3-D input, negative limits, or a ``label_mirror`` too short.
+    TypeError
+        Non-integer labels or ``label_mirror``.
+
+    Notes
+    -----
+    The paper uses "shearing, rotation, and left-right flipping" in both stages (section
+    2.2.3) without stating ranges; the defaults are modest. The transform is about the
+    volume centre, resampled with ``scipy.ndimage.affine_transform``: linear interpolation
+    for the image (outside filled with the image minimum, i.e. background) and
+    nearest-neighbour (order 0) for the labels (outside = 0). The inputs are never modified.
+    """
+    image = _validate.volume(image, "image")
+    labels = _validate.label_map(_validate.volume(labels, "labels"), "labels")
+    _validate.same_shape(image, labels, "image", "labels")
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image):
+        raise TypeError(f"image must be real-valued, got dtype {image.dtype}")
+    if max_rotation_deg < 0 or max_shear < 0:
+        raise ValueError(f"max_rotation_deg and max_shear must be >= 0, got {max_rotation_deg!r}, {max_shear!r}")
+    sp = np.asarray(_validate.spacing(spacing_mm, 3))
+    lut = None if label_mirror is None else _check_mirror(label_mirror, labels)
+    out_dtype = image.dtype if np.issubdtype(image.dtype, np.floating) else np.dtype(np.float32)
+
+    u = rng.uniform(-1.0, 1.0, size=3)      # angle, shear xy, shear yx
+    flip = bool(rng.uniform() < 0.5) and flip_lr
+    theta = math.radians(max_rotation_deg * u[0])
+    s_xy, s_yx = max_shear * u[1], max_shear * u[2]
+
+    img = image.astype(out_dtype, copy=True)
+    lab = labels.copy()
+    if flip:
+        img = img[::-1].copy()
+        lab = lab[::-1].copy()
+        if lut is not None:
+            lab = lut[lab].astype(labels.dtype, copy=False)
+
+    if theta != 0.0 or s_xy != 0.0 or s_yx != 0.0:
+        c, s = math.cos(theta), math.sin(theta)
+        rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        shear = np.array([[1.0, s_xy, 0.0], [s_yx, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        forward_mm = rot @ shear                                   # physical, input -> output
+        forward = np.diag(1.0 / sp) @ forward_mm @ np.diag(sp)      # in voxel units
+        inverse = np.linalg.inv(forward)                           # output -> input coordinates
+        centre = (np.asarray(image.shape, dtype=float) - 1.0) / 2.0
+        offset = centre - inverse @ centre
+        img = ndi.affine_transform(img, inverse, offset=offset, order=1, mode="constant",
+                                   cval=float(img.min()), output=out_dtype)
+        lab = ndi.affine_transform(lab, inverse, offset=offset, order=0, mode="constant", cval=0,
+                                   output=labels.dtype)
+    return img, lab
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _enable_determinism() -> None:
+    """Deterministic ops where the backend allows it (TensorFlow only, imported lazily)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float, seed: int,
+        validate: Callable | None = None, validate_every: int = 50, live=None, log_every: int = 10,
+        progress: bool = True) -> dict:
+    """Train ``model`` with Adam and pixel-wise cross-entropy, one sample per iteration.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Output ``(1, X, Y, Z, n_classes)`` softmax probabilities (``llseg.models``). It is
+        (re)compiled here.
+    sample_batch : callable
+        ``sample_batch(rng) -> (x, y)`` with ``x`` a ``(1, X, Y, Z, C)`` float32 array and
+        ``y`` a ``(1, X, Y, Z)`` int array of class ids: one augmented training sample. The
+        caller does augmentation and cropping; ``rng`` is a ``numpy.random.Generator``
+        seeded from ``seed``.
+    iterations : int
+        Number of optimisation steps (batch size 1; the paper uses 2000 in stage 1 and 5000
+        in stage 2).
+    learning_rate : float
+        Adam's initial learning rate (paper: 0.01).
+    seed : int
+        Seeds Keras (``keras.utils.set_random_seed``, which seeds Python, NumPy and the
+        backend *globally*) and the ``rng`` given to ``sample_batch``.
+    validate : callable, optional
+        ``validate(model) -> float``, the mean Dice on held-out data; called every
+        ``validate_every`` iterations and after the last one.
+    validate_every : int, optional
+        Validation period in iterations.
+    live : dvclive.Live, optional
+        Logs ``"train/loss"`` (mean over the last ``log_every`` iterations) and
+        ``"val/dice"``, with ``live.step`` set to the iteration number, followed by
+        ``live.next_step()``.
+    log_every : int, optional
+        Period, in iterations, of the dvclive loss log and the progress-bar update.
+    progress : bool, optional
+        Show a ``tqdm`` progress bar.
+
+    Returns
+    -------
+    dict
+        ``{"loss": [float per iteration], "val_dice": [(iteration, dice), ...],
+        "seconds": float}`` (wall time of the loop, validation included).
+
+    Raises
+    ------
+    ValueError
+        Non-positive ``iterations``, ``validate_every``, ``log_every`` or ``learning_rate``,
+        or a ``sample_batch`` result of the wrong shape.
+
+    Notes
+    -----
+    A Python loop of ``model.train_on_batch`` is used: on the kit's 2-core CPU,
+    ``model.fit`` on a ``keras.utils.PyDataset`` was not materially faster (time ratio
+    fit/loop 0.89-1.21 over four interleaved measurements, within the machine's noise; a
+    step takes 0.05-3 s and is dominated by the 3-D convolutions, see
+    ``benchmarks/bench_unet_step.py``), and the loop keeps validation, logging and the
+    progress bar simple. With TensorFlow, op determinism is switched on
+    (``tf.config.experimental.enable_op_determinism``, process-wide and irreversible), so a
+    given seed reproduces the same losses. XLA is not used (slower on CPU).
+
+    References
+    ----------
+    Ni et al. (2019), section 2.2.3; Kingma and Ba, "Adam", arXiv:1412.6980.
+    """
+    import keras
+    from tqdm.auto import tqdm
+
+    for nm, v in (("iterations", iterations), ("validate_every", validate_every), ("log_every", log_every)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{nm} must be a positive int, got {v!r}")
+    if not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ValueError(f"learning_rate must be a finite float > 0, got {learning_rate!r}")
+
+    keras.utils.set_random_seed(int(seed))
+    _enable_determinism()
+    rng = np.random.default_rng(seed)
+    jit = False if keras.backend.backend() == "tensorflow" else "auto"
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), jit_compile=jit)
+
+    history: dict = {"loss": [], "val_dice": [], "seconds": 0.0}
+    t0 = time.perf_counter()
+    bar = tqdm(range(1, iterations + 1), disable=not progress, desc=model.name, unit="it")
+    for it in bar:
+        x, y = sample_batch(rng)
+        x, y = _check_batch(x, y)
+        loss = float(np.asarray(model.train_on_batch(x, y)))           # scalar: no extra metrics
+        history["loss"].append(loss)
+        if not math.isfinite(loss):
+            logger.warning("%s: loss became %s at iteration %d", model.name, loss, it)
+        do_val = validate is not None and (it % validate_every == 0 or it == iterations)
+        do_log = it % log_every == 0 or it == iterations
+        if not (do_log or do_val):
+            continue
+        recent = float(np.mean(history["loss"][-log_every:]))            # mean loss of the last period
+        if do_val:
+            dice = float(validate(model))
+            history["val_dice"].append((it, dice))
+            logger.info("%s iteration %d: loss %.4f, val dice %.4f", model.name, it, recent, dice)
+        postfix = {"loss": f"{recent:.4f}"}
+        if history["val_dice"]:
+            postfix["dice"] = f"{history['val_dice'][-1][1]:.3f}"
+        bar.set_postfix(postfix)
+        if live is not None:
+            live.step = it
+            live.log_metric("train/loss", recent)
+            if do_val:
+                live.log_metric("val/dice", dice)
+            live.next_step()
+    bar.close()
+    history["seconds"] = time.perf_counter() - t0
+    logger.info("%s: %d iterations in %.1f s", model.name, iterations, history["seconds"])
+    return history
+
+
+def _check_batch(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y)
+    if x.ndim != 5 or x.shape[0] != 1:
+        raise ValueError(f"sample_batch: x must have shape (1, X, Y, Z, C), got {x.shape}")
+    if y.shape != x.shape[:4]:
+        raise ValueError(f"sample_batch: y must have shape {x.shape[:4]} (x without channels), got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"sample_batch: y must hold integer class ids, got dtype {y.dtype}")
+    return x, y.astype(np.int32, copy=False)
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def predict_proba(model, x, *, pad_mode: str = "edge") -> np.ndarray:
+    """Softmax probabilities of ``model`` for one volume, padding to a valid size and back.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Channels-last segmentation network (``llseg.models``).
+    x : (X, Y, Z) or (X, Y, Z, C) ndarray of float
+        Image in RAS+ order; a 3-D input is treated as one channel.
+    pad_mode : str, optional
+        ``numpy.pad`` mode for the padding (default ``"edge"``: repeat the border voxels).
+
+    Returns
+    -------
+    (X, Y, Z, n_classes) ndarray of float32
+        Class probabilities on the input grid (they sum to 1 over the last axis).
+
+    Raises
+    ------
+    ValueError
+        Wrong ndim or channel count, non-finite values, or an axis longer than a fixed
+        model input size.
+
+    Notes
+    -----
+    Each spatial axis is padded (split evenly before and after) up to the model's input
+    size if it is fixed, else up to the next multiple of
+    :func:`llseg.models.model_divisor`; the prediction is cropped back. BatchNorm uses its
+    moving statistics (inference mode).
+    """
+    from .models import model_divisor
+
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(f"x: expected (X, Y, Z) or (X, Y, Z, C), got shape {x.shape}")
+    _validate.volume(x, "x", ndim=4)
+    in_shape = tuple(model.input_shape)                                 # (None, X, Y, Z, C)
+    if in_shape[-1] != x.shape[-1]:
+        raise ValueError(f"x has {x.shape[-1]} channel(s), model {model.name} expects {in_shape[-1]}")
+    div = model_divisor(model)
+    target = []
+    for ax, (n, fixed) in enumerate(zip(x.shape[:3], in_shape[1:4])):
+        if fixed is None:
+            target.append(-(-n // div) * div)
+        elif n > fixed:
+            raise ValueError(f"x shape {x.shape[:3]}: axis {ax} has {n} voxels, more than the model's "
+                             f"fixed input size {in_shape[1:4]}")
+        else:
+            target.append(fixed)
+    before = [(t - n) // 2 for t, n in zip(target, x.shape[:3])]
+    pads = [(b, t - n - b) for b, t, n in zip(before, target, x.shape[:3])] + [(0, 0)]
+    xp = np.pad(x.astype(np.float32, copy=False), pads, mode=pad_mode)  # (X', Y', Z', C)
+    prob = np.asarray(model.predict_on_batch(xp[None]), dtype=np.float32)[0]   # (X', Y', Z', K)
+    crop = tuple(slice(b, b + n) for b, n in zip(before, x.shape[:3]))
+    return np.ascontiguousarray(prob[crop])
