@@ -12,12 +12,14 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before anything can impor
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import copy  # noqa: E402
 import logging  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import textwrap  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -190,6 +192,236 @@ def cmd_preprocess(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- cascade
+
+def _load_study(preprocessed, which: str):
+    """Preprocessed images and label maps of the ``which`` split ("train" or "test")."""
+    from . import io
+
+    root = Path(preprocessed)
+    manifest = io.read_json(root / "manifest.json")
+    cases = manifest["split"][which]
+    images = [io.load_image(root / "image" / f"{c}.nii.gz").data for c in cases]
+    labels = [io.load_labels(root / "labels" / f"{c}.nii.gz").data for c in cases]
+    return manifest, cases, images, labels
+
+
+def _live(directory, enabled: bool):
+    """A dvclive logger writing TSV plots under ``directory`` (no HTML report, no dvc.yaml edits)."""
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from dvclive import Live
+
+    return Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def _augment_kwargs(params) -> dict:
+    a = section(params, "augment")
+    return {"max_rotation_deg": float(a["max_rotation_deg"]), "max_shear": float(a["max_shear"]),
+            "flip_lr": bool(a["flip_lr"])}
+
+
+def cmd_train_stage1(args) -> int:
+    from . import io, stage1
+
+    params = load_params(args.params)
+    p = section(params, "stage1", args.params)
+    group = int(args.group)
+    _, _, images, labels = _load_study(args.preprocessed, "train")
+    _, _, test_images, test_labels = _load_study(args.preprocessed, "test")
+    factor = tuple(float(f) for f in p["factor"])
+    validate = stage1.make_validator(test_images, test_labels, group, factor=factor)
+    with _live(Path(args.live) / f"group_{group:02d}" if args.live else None, bool(args.live)) as live:
+        model, history = stage1.train_group(
+            images, labels, group, factor=factor, levels=int(p["levels"]), root_filters=int(p["root_filters"]),
+            iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]) + group,
+            augment_kwargs=_augment_kwargs(params), validate=validate, validate_every=int(p["validate_every"]),
+            live=live, progress=not args.quiet)
+    out = Path(args.out)
+    io.save_model(model, out)
+    io.write_json(out.with_suffix(".json"), {
+        "group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES,
+        "levels": int(p["levels"]), "root_filters": int(p["root_filters"]), "iterations": int(p["iterations"]),
+        "learning_rate": float(p["learning_rate"]), "seconds": history["seconds"],
+        "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
+    print(f"{out}: group {group} trained in {history['seconds']:.0f} s, "
+          f"test Dice (low res) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
+    return 0
+
+
+def cmd_box_priors(args) -> int:
+    from . import io, stage1
+
+    _, cases, _, labels = _load_study(args.preprocessed, "train")
+    io.write_json(args.out, stage1.fit_box_priors(labels))
+    print(f"{args.out}: box priors from {len(cases)} training case(s)")
+    return 0
+
+
+def _stage2_settings(params, key: str) -> dict:
+    """The stage2 section with the muscle's overrides (``stage2_muscles.<key>``) applied."""
+    p = dict(section(params, "stage2"))
+    override = dict(params.get("stage2_muscles", {}).get(key) or {})
+    factor = float(override.pop("iterations_factor", 1.0))
+    unknown = set(override) - set(p)
+    if unknown:
+        raise KeyError(f"params.yaml: stage2_muscles.{key}: unknown key(s) {sorted(unknown)}")
+    p.update(override)
+    p["iterations"] = max(1, int(round(int(p["iterations"]) * factor)))
+    return p
+
+
+def cmd_train_stage2(args) -> int:
+    from . import anatomy, io, models, stage2, train
+
+    params = load_params(args.params)
+    key = anatomy.muscle(args.muscle).key
+    p = _stage2_settings(params, key)
+    _, _, images, labels = _load_study(args.preprocessed, "train")
+    _, _, test_images, test_labels = _load_study(args.preprocessed, "test")
+    levels = int(p["levels"])
+    size = stage2.input_size_for(stage2.muscle_box_sizes(labels, key), max_voxels=int(p["max_voxels"]),
+                                 divisor=2 ** (levels - 1), mean_ratio=(float(p["ratio_min"]) + float(p["ratio_max"])) / 2)
+    ratio_range = (float(p["ratio_min"]), float(p["ratio_max"]))
+    sampler = stage2.make_sampler(images, labels, key, size=size, ratio_range=ratio_range,
+                                  augment_kwargs=_augment_kwargs(params))
+    validate = stage2.make_validator(test_images, test_labels, key, size=size)
+    import keras
+
+    keras.utils.set_random_seed(int(p["seed"]))
+    model = models.build_model("unet", (*size, 1), 2, levels=levels, root_filters=int(p["root_filters"]))
+    with _live(Path(args.live) / key if args.live else None, bool(args.live)) as live:
+        history = train.fit(model, sampler, iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]),
+                            seed=int(p["seed"]), validate=validate, validate_every=int(p["validate_every"]),
+                            live=live, progress=not args.quiet)
+    out = Path(args.out)
+    io.save_model(model, out)
+    io.write_json(out.with_suffix(".json"), {
+        "muscle": key, "input_size": list(size), "levels": levels, "root_filters": int(p["root_filters"]),
+        "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]),
+        "ratio_range": list(ratio_range), "seconds": history["seconds"],
+        "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
+    print(f"{out}: {key} {size} trained in {history['seconds']:.0f} s, "
+          f"test Dice (GT-box crop) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
+    return 0
+
+
+def _load_cascade(models_dir):
+    from . import anatomy, io
+
+    root = Path(models_dir)
+    s1 = {g: io.load_model(root / "stage1" / f"group_{g:02d}.keras") for g in anatomy.GROUPS}
+    cfg1 = io.read_json(root / "stage1" / "group_01.json")
+    priors = io.read_json(root / "stage1" / "box_priors.json")
+    s2 = {m.key: io.load_model(root / "stage2" / f"{m.key}.keras") for m in anatomy.MUSCLES}
+    cfg2 = io.read_json(root / "stage2" / f"{anatomy.MUSCLES[0].key}.json")
+    return s1, s2, priors, cfg1, cfg2
+
+
+def _cascade_kwargs(params, cfg1, cfg2, priors) -> dict:
+    p2, pp = section(params, "stage2"), section(params, "postprocess")
+    return dict(priors=priors, part_ranges={k: tuple(v) for k, v in cfg1["part_ranges"].items()},
+                factor=tuple(cfg1["factor"]), n_boxes=int(p2["n_tta_boxes"]),
+                ratio_range=(float(p2["ratio_min"]), float(p2["ratio_max"])), seed=int(p2["seed"]),
+                threshold=float(pp["threshold"]), closing_radius_vox=tuple(int(r) for r in pp["closing_radius_vox"]))
+
+
+def cmd_predict(args) -> int:
+    from tqdm.auto import tqdm
+
+    from . import cascade, io, metrics, preprocess
+
+    params = load_params(args.params)
+    manifest, cases, images, truths = _load_study(args.preprocessed, "test")
+    s1, s2, priors, cfg1, cfg2 = _load_cascade(args.models)
+    kwargs = _cascade_kwargs(params, cfg1, cfg2, priors)
+    spacing = tuple(manifest["spacing_mm"])
+    out = Path(args.out)
+    timing, quality = [], []
+    for case, image, truth in tqdm(list(zip(cases, images, truths)), desc="segment test cases", unit="case",
+                                   disable=args.quiet):
+        entry = manifest["cases"][case]
+        res = cascade.run_cascade(s1, s2, image, **kwargs)
+        affine = np.asarray(entry["affine"])
+        io.save_nifti(out / "study" / f"{case}_stage1.nii.gz", res["stage1"]["labels"], affine, dtype=np.uint8)
+        io.save_nifti(out / "study" / f"{case}_stage2.nii.gz", res["labels"], affine, dtype=np.uint8)
+        io.write_json(out / "study" / f"{case}_boxes.json", {
+            "boxes": {str(k): v.tolist() for k, v in res["stage1"]["boxes"].items()},
+            "estimated": {str(k): v for k, v in res["stage1"]["estimated"].items()}})
+        canonical = preprocess.from_study_grid(res["labels"], canonical_shape=entry["canonical_shape"],
+                                               zoom=entry["zoom"], offsets_xy=entry["offsets_xy"])
+        original = io.to_original_orientation(canonical, np.asarray(entry["canonical_affine"]),
+                                              np.asarray(entry["original_affine"]))
+        io.save_nifti(out / "labels" / f"{case}.nii.gz", original, np.asarray(entry["original_affine"]), dtype=np.uint8)
+        d1 = [metrics.dice(res["stage1"]["labels"] == lab, truth == lab) for lab in range(1, 71)]
+        d2 = [metrics.dice(res["labels"] == lab, truth == lab) for lab in range(1, 71)]
+        quality.append({"case": case, "dice_stage1": float(np.nanmean(d1)), "dice_stage2": float(np.nanmean(d2)),
+                        "n_estimated_boxes": len(res["stage1"]["estimated"])})
+        timing.append({"case": case, "seconds_total": res["seconds"],
+                       "seconds_stage1": sum(res["stage1"]["seconds_per_group"].values()),
+                       "seconds_stage2": sum(res["stage2"]["seconds_per_muscle"].values()),
+                       "seconds_postprocess": res["stage2"]["seconds_postprocess"],
+                       "seconds_per_group_mean": float(np.mean(list(res["stage1"]["seconds_per_group"].values()))),
+                       "seconds_per_muscle_mean": float(np.mean(list(res["stage2"]["seconds_per_muscle"].values())))})
+    summary = {"n_test_cases": len(cases), "spacing_mm": list(spacing),
+               "mean_dice_stage1": float(np.mean([q["dice_stage1"] for q in quality])),
+               "mean_dice_stage2": float(np.mean([q["dice_stage2"] for q in quality])),
+               "mean_seconds_per_case": float(np.mean([t["seconds_total"] for t in timing])),
+               "mean_seconds_per_group": float(np.mean([t["seconds_per_group_mean"] for t in timing])),
+               "mean_seconds_per_muscle": float(np.mean([t["seconds_per_muscle_mean"] for t in timing]))}
+    io.write_json(args.metrics, {**summary, "cases": quality})
+    io.write_csv(Path(args.tables) / "timing.csv", timing)
+    io.write_text(Path(args.tables) / "timing.md", _timing_table(summary))
+    print(f"{out}: {len(cases)} test case(s); mean Dice stage 1 {summary['mean_dice_stage1']:.3f}, "
+          f"stage 2 {summary['mean_dice_stage2']:.3f}; {summary['mean_seconds_per_case']:.1f} s per case")
+    return 0
+
+
+def _timing_table(summary: dict) -> str:
+    from .cascade import PAPER_SECONDS
+
+    rows = [("stage 1, per group", summary["mean_seconds_per_group"], PAPER_SECONDS["stage1_per_group"]),
+            ("stage 2, per muscle (both sides, all TTA boxes)", summary["mean_seconds_per_muscle"],
+             PAPER_SECONDS["stage2_per_muscle"]),
+            ("whole case (both stages + postprocessing)", summary["mean_seconds_per_case"], PAPER_SECONDS["per_case"])]
+    lines = ["| step | this run (s, CPU) | paper (s, one GPU) |", "|---|---|---|"]
+    lines += [f"| {name} | {ours:.1f} | {lo:.0f}-{hi:.0f} |" for name, ours, (lo, hi) in rows]
+    return "\n".join(lines) + f"\n\nVoxel size here: {summary['spacing_mm']} mm (paper: 1 x 1 x 5 mm).\n"
+
+
+def cmd_segment(args) -> int:
+    from . import cascade, export, io, postprocess, preprocess
+
+    params = load_params(args.params)
+    p = section(params, "preprocess", args.params)
+    img = io.load_image(args.image)
+    out = Path(args.output)
+    if not out.name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"{out}: output must end in .nii or .nii.gz")
+    stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.stem
+    s1, s2, priors, cfg1, cfg2 = _load_cascade(args.models)
+    target = tuple(float(v) for v in p["spacing_mm"])
+    target_xy = [int(round(f / sp)) for f, sp in zip(p["fov_mm"], target[:2])]
+    t0 = time.perf_counter()
+    pre = preprocess.preprocess_case(img.data, None, img.affine, spacing_mm=img.spacing_mm, target_spacing_mm=target,
+                                     target_xy=target_xy, n4=bool(p["n4"]), shrink_factor=int(p["n4_shrink"]),
+                                     iterations=[int(i) for i in p["n4_iterations"]])
+    t_pre = time.perf_counter() - t0
+    res = cascade.run_cascade(s1, s2, pre["image"], **_cascade_kwargs(params, cfg1, cfg2, priors))
+    canonical = preprocess.from_study_grid(res["labels"], canonical_shape=img.data.shape, zoom=pre["zoom"],
+                                           offsets_xy=pre["offsets_xy"])
+    original = io.to_original_orientation(canonical, img.affine, img.original_affine)
+    volumes = export.volume_table({Path(args.image).name: (canonical, img.spacing_mm)})
+    contours = postprocess.contours_from_labels(canonical, img.spacing_mm, img.affine)
+    io.save_nifti(out, original, img.original_affine, dtype=np.uint8)
+    io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes)
+    io.write_json(out.with_name(f"{stem}_contours.json"), contours)
+    print(f"{out}: {len(np.unique(canonical)) - 1} regions; preprocessing {t_pre:.1f} s, stage 1 "
+          f"{sum(res['stage1']['seconds_per_group'].values()):.1f} s, stage 2 + postprocessing "
+          f"{sum(res['stage2']['seconds_per_muscle'].values()) + res['stage2']['seconds_postprocess']:.1f} s")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 EPILOG = textwrap.dedent("""\
@@ -198,6 +430,10 @@ EPILOG = textwrap.dedent("""\
       llseg phantom --out data            regenerate the phantom cohort (bit for bit)
       llseg check data                    validate a cohort (yours or the phantom)
       llseg preprocess --data data --out work/preprocessed
+      llseg train-stage1 --group 1 --out models/stage1/group_01.keras
+      llseg train-stage2 --muscle soleus --out models/stage2/soleus.keras
+      llseg predict                       segment the test cases (after dvc repro trained the models)
+      llseg segment scan.nii.gz -o scan_muscles.nii.gz
     """)
 
 
@@ -235,6 +471,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--data", default="data")
     sp.add_argument("--out", default="work/preprocessed")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = add("train-stage1", cmd_train_stage1, "Train the stage-1 network of one group (1..10).",
+             "llseg train-stage1 --group 3 --out models/stage1/group_03.keras")
+    sp.add_argument("--group", type=int, required=True, choices=range(1, 11), metavar="1..10")
+    sp.add_argument("--params", default="params.yaml")
+    sp.add_argument("--preprocessed", default="work/preprocessed")
+    sp.add_argument("--out", required=True, help=".keras file (a .json sidecar is written beside it)")
+    sp.add_argument("--live", help="dvclive folder for loss / Dice curves")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = add("box-priors", cmd_box_priors, "Fit the box priors used for regions stage 1 misses.",
+             "llseg box-priors --out models/stage1/box_priors.json")
+    sp.add_argument("--preprocessed", default="work/preprocessed")
+    sp.add_argument("--out", required=True)
+
+    sp = add("train-stage2", cmd_train_stage2, "Train the stage-2 network of one muscle (both sides, mirrored).",
+             "llseg train-stage2 --muscle adductor_brevis --out models/stage2/adductor_brevis.keras")
+    sp.add_argument("--muscle", required=True, help="muscle key or Table-1 name (see llseg.anatomy)")
+    sp.add_argument("--params", default="params.yaml")
+    sp.add_argument("--preprocessed", default="work/preprocessed")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--live", help="dvclive folder for loss / Dice curves")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = add("predict", cmd_predict, "Segment the test cases with both stages; write label maps and timings.",
+             "llseg predict --out work/predictions --metrics metrics/cascade.json")
+    sp.add_argument("--params", default="params.yaml")
+    sp.add_argument("--preprocessed", default="work/preprocessed")
+    sp.add_argument("--models", default="models")
+    sp.add_argument("--out", default="work/predictions")
+    sp.add_argument("--metrics", default="metrics/cascade.json")
+    sp.add_argument("--tables", default="reports/tables")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = add("segment", cmd_segment, "Segment one NIfTI scan: 70-region label map in the scan's own space, "
+             "muscle volumes (CSV, mL) and contours (JSON).", "llseg segment scan.nii.gz -o scan_muscles.nii.gz")
+    sp.add_argument("image")
+    sp.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz)")
+    sp.add_argument("--models", default="models")
+    sp.add_argument("--params", default="params.yaml")
     return parser
 
 

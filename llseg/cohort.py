@@ -151,7 +151,7 @@ def split_cases(cases, *, test_fraction: float, seed: int) -> dict[str, list[str
     return {"train": train, "test": test}
 
 
-def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: float = 12.0) -> dict:
+def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: float = 25.0) -> dict:
     """Check one case; return ``{"case", "ok", "problems": [...], ...facts}`` (never raises for bad data).
 
     Checks: readable 3-D NIfTI without NaN; plausible voxel size; label map present, integer,

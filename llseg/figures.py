@@ -50,7 +50,7 @@ def _extent(spacing_a: float, spacing_b: float, shape) -> list[float]:
 
 
 def bias_correction_figure(raw: np.ndarray, bias: np.ndarray, *, spacing_mm, levels_z, coronal_y: int,
-                           mask: np.ndarray | None = None, title: str = ""):
+                           mask: np.ndarray | None = None, body: np.ndarray | None = None, title: str = ""):
     """Paper Figure 3: slices without (top) and with (middle) N4, and the estimated field (bottom).
 
     Parameters
@@ -66,6 +66,8 @@ def bias_correction_figure(raw: np.ndarray, bias: np.ndarray, *, spacing_mm, lev
         Coronal slice index (last column).
     mask : (X, Y, Z) ndarray of bool, optional
         Muscle voxels; their 1st-99th percentiles set a common window for both image rows.
+    body : (X, Y, Z) ndarray of bool, optional
+        The field is drawn only inside it (N4 extrapolates meaninglessly into the air).
     """
     raw = _validate.volume(raw, "raw")
     _validate.same_shape(raw, bias, "raw", "bias")
@@ -74,11 +76,13 @@ def bias_correction_figure(raw: np.ndarray, bias: np.ndarray, *, spacing_mm, lev
     ref = raw[mask] if mask is not None and mask.any() else raw[raw > 0]
     vmin, vmax = np.percentile(ref, [1, 99.5]) if ref.size else (0, 1)
     field = bias / np.median(bias[mask] if mask is not None and mask.any() else bias)
+    if body is not None:
+        field = np.where(body, field, np.nan)
     views = [(axial_view, z, (sx, sy)) for z in levels_z] + [(coronal_view, coronal_y, (sx, sz))]
     fig, axes = plt.subplots(3, len(views), figsize=(3.4 * len(views), 9.5), squeeze=False,
                              gridspec_kw={"hspace": 0.25, "wspace": 0.05})
     rows = [("without N4", raw, "gray", (vmin, vmax)), ("with N4", corrected, "gray", (vmin, vmax)),
-            ("estimated bias field", field, "magma", (field.min(), field.max()))]
+            ("estimated bias field", field, "magma", (np.nanmin(field), np.nanmax(field)))]
     letters = iter("abcdefghijkl")
     for r, (row_title, vol, cmap, (lo, hi)) in enumerate(rows):
         for c, (view, index, (da, db)) in enumerate(views):

@@ -92,7 +92,7 @@ def _load_nifti(path) -> nib.Nifti1Image:
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
         raise ValueError(f"{path}: cannot read NIfTI data (truncated or corrupt file?): {exc}") from None
     except nib.filebasedimages.ImageFileError as exc:
-        raise ValueError(f"{path}: not a valid NIfTI file: {exc}") from None
+        raise ValueError(f"{path}: not a valid NIfTI file (truncated or corrupt?): {exc}") from None
     except ValueError as exc:
         raise ValueError(f"{path}: cannot read NIfTI data: {exc}") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
@@ -193,10 +193,17 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_nifti(path, data: np.ndarray, affine: np.ndarray, *, dtype=None) -> Path:

@@ -25,6 +25,7 @@ __all__ = [
     "coefficient_of_variation",
     "to_study_grid",
     "study_grid_affine",
+    "from_study_grid",
     "preprocess_case",
     "summarize_cov",
 ]
@@ -195,6 +196,21 @@ def to_study_grid(volume: np.ndarray, *, spacing_mm, target_spacing_mm, target_x
     return out, zoom, offsets
 
 
+def from_study_grid(labels: np.ndarray, *, canonical_shape, zoom, offsets_xy) -> np.ndarray:
+    """Inverse of ``to_study_grid`` for label maps (nearest neighbour): back onto the canonical
+    (RAS+) grid of the input file, shape ``canonical_shape``.
+
+    Canonical voxel ``j`` takes the label of study voxel ``floor((j + 0.5) * zoom)`` (after
+    undoing the in-plane crop); voxels outside the study field of view get 0.
+    """
+    labels = _validate.volume(labels, "labels")
+    resampled_shape = [int(round(n * z)) for n, z in zip(canonical_shape, zoom)]
+    full = restore_xy(labels, offsets_xy, resampled_shape[:2])
+    idx = [np.minimum(((np.arange(n) + 0.5) * z).astype(np.intp), m - 1)
+           for n, z, m in zip(canonical_shape, zoom, full.shape)]
+    return full[np.ix_(*idx)]
+
+
 def study_grid_affine(affine: np.ndarray, zoom, offsets_xy) -> np.ndarray:
     """Voxel-to-world of ``to_study_grid``'s output, from the input's ``affine``.
 
@@ -231,7 +247,7 @@ def coefficient_of_variation(image: np.ndarray, mask: np.ndarray) -> float:
     return float(values.std() / values.mean())
 
 
-def preprocess_case(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, *, spacing_mm,
+def preprocess_case(image: np.ndarray, labels: np.ndarray | None, affine: np.ndarray, *, spacing_mm,
                     target_spacing_mm, target_xy, n4: bool = True, shrink_factor: int = 4,
                     iterations=(50, 50, 30, 20)) -> dict:
     """One case through the study's preprocessing: N4 -> resample -> crop/pad -> z-score.
@@ -239,7 +255,8 @@ def preprocess_case(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, *
     Parameters
     ----------
     image : (X, Y, Z) ndarray of float
-    labels : (X, Y, Z) ndarray of int
+    labels : (X, Y, Z) ndarray of int or None
+        Ground truth (None when segmenting a new scan: no CoV, no output labels).
     affine : (4, 4) ndarray
         Voxel-to-world (RAS+, mm) of ``image``.
     spacing_mm, target_spacing_mm : tuple of 3 float
@@ -257,6 +274,8 @@ def preprocess_case(image: np.ndarray, labels: np.ndarray, affine: np.ndarray, *
         ``cov_before`` / ``cov_after`` (muscle-intensity CoV before / after N4, input grid).
     """
     image = _validate.volume(image, "image").astype(np.float32)
+    if labels is None:
+        labels = np.zeros(image.shape, np.uint8)
     _validate.same_shape(image, labels, "image", "labels")
     mask = body_mask(image)
     if n4:

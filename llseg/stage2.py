@@ -49,6 +49,7 @@ __all__ = [
     "probs_from_input",
     "make_sampler",
     "predict_region",
+    "make_validator",
     "predict_all",
 ]
 
@@ -440,6 +441,35 @@ def predict_region(model, image, box, *, size, mirror: bool, n_boxes: int = 6, r
         acc[boxes.box_slices(tb - union[:, :1])] += probs_from_input(fg, tb, mirror=mirror)
     acc /= float(len(tta))
     return boxes.box_slices(union), acc
+
+
+def make_validator(images: Sequence, label_maps: Sequence, muscle_key: str, *, size, ratio: float = 1.4):
+    """A ``validate(model) -> mean Dice`` callable for ``train.fit``: every (case, side) where the
+    muscle exists, cropped at its ground-truth box enlarged by ``ratio`` on every edge (a single
+    box, no test-time augmentation), Dice of the thresholded output inside the crop.
+
+    Used for the training curves (monitoring only: no model selection is made from it).
+    Returns NaN when no case contains the muscle.
+    """
+    m = anatomy.muscle(muscle_key)
+    items = []
+    for image, labels in zip(images, label_maps):
+        for label, mirror in ((m.right_label, False), (m.left_label, True)):
+            tight = boxes.bounding_box(np.asarray(labels) == label)
+            if tight is not None:
+                box = boxes.enlarge_box(tight, (ratio,) * 3, (ratio,) * 3, np.shape(labels))
+                items.append((image, np.asarray(labels)[boxes.box_slices(box)] == label, box, mirror))
+
+    def validate(model) -> float:
+        scores = []
+        for image, truth, box, mirror in items:
+            proba = train.predict_proba(model, crop_to_input(image, box, size, mirror=mirror))
+            pred = probs_from_input(1.0 - proba[..., 0], box, mirror=mirror) >= 0.5
+            denom = pred.sum() + truth.sum()
+            scores.append(2.0 * np.logical_and(pred, truth).sum() / denom if denom else 1.0)
+        return float(np.mean(scores)) if scores else float("nan")
+
+    return validate
 
 
 def predict_all(models_by_key: Mapping, image, boxes_by_label: Mapping, *, sizes_by_key: Mapping | None = None,

@@ -42,6 +42,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
             raise RuntimeError("interrupted")
     assert io.read_json(target) == {"old": 1}  # previous content intact
     assert [p.name for p in target.parent.iterdir()] == ["x.json"]  # no temp file left
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
     with pytest.raises(TypeError):
         io.write_json(target, {"bad": object()})
     assert io.read_json(target) == {"old": 1}
@@ -135,3 +136,11 @@ def test_json_and_csv(tmp_path):
         io.read_json(tmp_path / "bad.json")
     io.write_csv(tmp_path / "t.csv", [{"a": 1, "b": 2}])
     assert (tmp_path / "t.csv").read_text().splitlines() == ["a,b", "1,2"]
+
+
+def _current_umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

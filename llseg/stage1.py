@@ -1,0 +1,769 @@
+"""Stage 1: localise every muscle on low-resolution body parts (paper section 2.2.1).
+
+The whole-leg volume on the study grid (``(X, Y, Z)`` in RAS+, Z = 0 at the ankle, the top
+slice at T12) is split into three overlapping parts (:func:`split_parts`), each part is
+downsampled with linear interpolation (:func:`downsample`) and one 3-D U-Net per stage-1 group
+(``llseg.anatomy.GROUPS``, about four muscles on both legs = 2k regions + background) segments
+it (:func:`make_sampler` + ``llseg.train.fit``; :func:`predict_group`). The largest connected
+component of each region gives a box at low resolution, mapped back to the study grid
+(:func:`boxes_from_prediction`). Regions with no predicted voxel, which the paper reports for
+very small muscles ("the localization network ... completely failed to generate any labels
+for these muscles", section 4), are "localized based on the output of neighboring large
+muscles" (section 2.2.1) with box priors learnt from the training label maps
+(:func:`fit_box_priors`, :func:`estimate_missing_boxes`).
+
+Network tensors are channels-last ``(N, X, Y, Z, C)``; boxes are ``(3, 2)`` int arrays of
+half-open ``[lo, hi)`` voxel indices (``llseg.boxes``).
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import cc3d
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import _validate, anatomy, train
+from . import boxes as bx
+
+__all__ = [
+    "DEFAULT_PART_RANGES",
+    "split_parts",
+    "downsample",
+    "group_classes",
+    "class_labels",
+    "class_mirror",
+    "make_sampler",
+    "make_validator",
+    "train_group",
+    "predict_group",
+    "boxes_from_prediction",
+    "fit_box_priors",
+    "estimate_missing_boxes",
+    "locate",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Part -> (top, bottom) as fractions of the T12 (0.0) to ankle (1.0) span, measured from the
+#: top of the volume like ``Muscle.si_extent``. Every muscle's extent lies inside its part with
+#: at least 0.08 of the span (~9 slices of a 110-slice study grid) to spare, except where a
+#: part reaches the end of the volume (psoas starts at T12, the calf parts end at the ankle);
+#: consecutive parts overlap by 0.34 and 0.23 of the span (paper: "significant overlap").
+DEFAULT_PART_RANGES: dict[str, tuple[float, float]] = {
+    "abdomen": (0.0, 0.38),
+    "upper_leg": (0.04, 0.70),
+    "lower_leg": (0.47, 1.0),
+}
+
+_CONNECTIVITY = 26
+_PRIOR_VERSION = 1
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _factor(factor) -> tuple[float, float, float]:
+    """A downsampling factor as one float >= 1 per axis."""
+    arr = np.asarray(factor, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(3, float(arr))
+    if arr.shape != (3,) or not np.all(np.isfinite(arr)) or np.any(arr < 1):
+        raise ValueError(f"factor must be a number or 3 numbers (X, Y, Z), each finite and >= 1, got {factor!r}")
+    return tuple(float(f) for f in arr)
+
+
+def _low_shape(shape, factor) -> tuple[int, int, int]:
+    """Shape after :func:`downsample`: ``round(n / f)`` per axis (as ``scipy.ndimage.zoom``)."""
+    out = tuple(int(round(n / f)) for n, f in zip(shape, _factor(factor)))
+    if min(out) < 1:
+        raise ValueError(f"downsampling shape {tuple(shape)} by factor {factor!r} leaves an empty axis {out}")
+    return out
+
+
+def _part_of_group(group: int) -> str:
+    if group not in anatomy.GROUPS:
+        raise ValueError(f"group must be one of {sorted(anatomy.GROUPS)}, got {group!r}")
+    return anatomy.GROUPS[group][1]
+
+
+def _part_slice(n_slices: int, group: int, part_ranges) -> slice:
+    """Z slice of the group's body part."""
+    part = _part_of_group(group)
+    if part not in part_ranges:
+        raise ValueError(f"part_ranges has no entry for {part!r} (group {group}); got {sorted(part_ranges)}")
+    return split_parts(n_slices, part_ranges={part: part_ranges[part]})[part]
+
+
+def _slice_len(sl: slice) -> int:
+    if not isinstance(sl, slice) or sl.start is None or sl.stop is None or sl.step not in (None, 1):
+        raise ValueError(f"part_slice must be a slice with explicit start and stop and step 1, got {sl!r}")
+    if not 0 <= sl.start < sl.stop:
+        raise ValueError(f"part_slice must satisfy 0 <= start < stop, got {sl!r}")
+    return sl.stop - sl.start
+
+
+def _boxes_by_label(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Tight box of every region present in a label map, in one pass (``ndimage.find_objects``)."""
+    found = ndi.find_objects(labels, max_label=anatomy.N_REGIONS)
+    return {i + 1: np.array([[s.start, s.stop] for s in sl], dtype=np.int64)
+            for i, sl in enumerate(found) if sl is not None}
+
+
+# --------------------------------------------------------------------------- parts and grids
+
+
+def split_parts(n_slices: int, *, part_ranges: Mapping[str, tuple[float, float]] = DEFAULT_PART_RANGES
+                ) -> dict[str, slice]:
+    """Z slices of the abdomen / upper-leg / lower-leg parts of a whole-leg volume.
+
+    Parameters
+    ----------
+    n_slices : int
+        Number of slices (Z size) of the study-grid volume; slice 0 is at the ankle, slice
+        ``n_slices - 1`` at T12.
+    part_ranges : mapping of str to (float, float), optional
+        Part (a subset of ``anatomy.BODY_PARTS``) -> ``(top, bottom)`` fractions of the
+        T12 (0.0) to ankle (1.0) span, ``0 <= top < bottom <= 1``.
+
+    Returns
+    -------
+    dict of str to slice
+        Part -> ``slice(start, stop)`` along Z (axis 2). Slice ``k`` covers the fractions
+        ``[(n - 1 - k) / n, (n - k) / n]`` from the top; the part is every slice that
+        touches its range: ``start = floor(n (1 - bottom))``, ``stop = ceil(n (1 - top))``,
+        at least one slice.
+
+    Raises
+    ------
+    ValueError
+        Non-positive ``n_slices``, an unknown part or a range outside ``[0, 1]``.
+
+    Notes
+    -----
+    Paper section 2.2.1: "the whole leg images were split into three parts ... based on the
+    superior-inferior coordinates and the estimated ratios of the lengths of the three
+    parts ... with significant overlap".
+    """
+    if isinstance(n_slices, bool) or not isinstance(n_slices, (int, np.integer)) or n_slices < 1:
+        raise ValueError(f"n_slices must be a positive int, got {n_slices!r}")
+    out = {}
+    for part, rng_ in part_ranges.items():
+        if part not in anatomy.BODY_PARTS:
+            raise ValueError(f"part_ranges: unknown part {part!r}; parts are {anatomy.BODY_PARTS}")
+        try:
+            top, bottom = (float(v) for v in rng_)
+        except (TypeError, ValueError):
+            raise ValueError(f"part_ranges[{part!r}] must be (top, bottom) fractions, got {rng_!r}") from None
+        if not 0.0 <= top < bottom <= 1.0:
+            raise ValueError(f"part_ranges[{part!r}] must satisfy 0 <= top < bottom <= 1, got {rng_!r}")
+        # 1e-9 guards against 0.3 * 110 = 32.99999... (never grows a part by a slice)
+        start = int(math.floor(n_slices * (1.0 - bottom) + 1e-9))
+        stop = int(math.ceil(n_slices * (1.0 - top) - 1e-9))
+        start = min(start, n_slices - 1)
+        out[part] = slice(start, max(stop, start + 1))
+    return out
+
+
+def downsample(volume, factor, *, order: int) -> np.ndarray:
+    """Reduce the resolution of a volume by ``factor`` per axis.
+
+    Parameters
+    ----------
+    volume : (X, Y, Z) ndarray
+        Image (float, ``order=1``) or label map (int, ``order=0``) in RAS+ order.
+    factor : float or tuple of 3 float
+        Downsampling factor per axis, each >= 1 (e.g. ``(2, 2, 1)``: half the in-plane
+        voxels, all slices).
+    order : {0, 1}
+        0 = nearest neighbour (labels), 1 = linear interpolation (images).
+
+    Returns
+    -------
+    (round(X / fx), round(Y / fy), round(Z / fz)) ndarray
+        Same dtype for ``order=0``; float32 (or the input's float dtype) for ``order=1``.
+        Output voxel ``j`` covers input voxels ``[j s, (j + 1) s)`` with ``s = n / m`` exactly
+        (``scipy.ndimage.zoom(..., grid_mode=True)``: the two grids share their outer
+        corners), which is what ``llseg.boxes.scale_box`` assumes when mapping back.
+
+    Raises
+    ------
+    ValueError
+        Not 3-D, empty, non-finite values, bad ``factor``/``order``, or an axis that would vanish.
+
+    Notes
+    -----
+    Paper section 2.2.1: "the resolution of the input images needs to be reduced using linear
+    interpolation". No anti-aliasing is applied, as in the paper; with nearest-neighbour
+    labels a muscle thinner than the factor can vanish, the failure the paper reports for
+    small muscles (section 4).
+    """
+    vol = _validate.volume(volume, "volume")
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 (labels) or 1 (images), got {order!r}")
+    out_shape = _low_shape(vol.shape, factor)
+    if out_shape == vol.shape:
+        return vol.copy() if order == 0 or np.issubdtype(vol.dtype, np.floating) else vol.astype(np.float32)
+    if order == 1:
+        out_dtype = vol.dtype if np.issubdtype(vol.dtype, np.floating) else np.dtype(np.float32)
+        vol = vol.astype(out_dtype, copy=False)
+    zoom = [m / n for m, n in zip(out_shape, vol.shape)]
+    out = ndi.zoom(vol, zoom, order=order, mode="nearest", grid_mode=True, prefilter=False)
+    assert out.shape == out_shape, (out.shape, out_shape)
+    return out
+
+
+# --------------------------------------------------------------------------- classes
+
+
+def group_classes(group: int) -> np.ndarray:
+    """Lookup table from region label id to the group network's class index.
+
+    Parameters
+    ----------
+    group : int
+        Stage-1 group, 1..10 (``anatomy.GROUPS``).
+
+    Returns
+    -------
+    (71,) ndarray of uint8
+        ``lut[label]`` for label ids 0..70: the group's 2k regions, in
+        ``anatomy.group_labels(group)`` order (right muscles, then left), map to classes
+        1..2k; every other id, including 0, maps to 0 (background). Apply as ``lut[labels]``.
+    """
+    labels = anatomy.group_labels(group)
+    lut = np.zeros(anatomy.N_REGIONS + 1, dtype=np.uint8)
+    lut[list(labels)] = np.arange(1, len(labels) + 1)
+    return lut
+
+
+def class_labels(group: int) -> np.ndarray:
+    """Inverse of :func:`group_classes`: class index (0..2k) -> region label id (0 for background).
+
+    Returns
+    -------
+    (2k + 1,) ndarray of int64
+    """
+    return np.array((0,) + anatomy.group_labels(group), dtype=np.int64)
+
+
+def class_mirror(group: int) -> np.ndarray:
+    """Class -> class of the same muscle on the other leg, for ``train.augment(label_mirror=...)``.
+
+    Returns
+    -------
+    (2k + 1,) ndarray of int64
+        ``train.mirror_table(anatomy.group_labels(group))``: background stays 0; applying it
+        twice is the identity.
+    """
+    return train.mirror_table(anatomy.group_labels(group))
+
+
+# --------------------------------------------------------------------------- training
+
+
+class _GroupSampler:
+    """Callable ``sampler(rng) -> (x, y)`` over precomputed low-resolution parts (see make_sampler)."""
+
+    def __init__(self, images, labels, group, mirror, augment_kwargs):
+        self.images, self.labels, self.group = images, labels, group
+        self.mirror, self.augment_kwargs = mirror, augment_kwargs
+        self.shape = (*images[0].shape, 1)
+        self.n_classes = len(mirror)
+
+    def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        i = int(rng.integers(len(self.images)))
+        img, lab = train.augment(self.images[i], self.labels[i], rng=rng, label_mirror=self.mirror,
+                                 **self.augment_kwargs)
+        return img[None, ..., None].astype(np.float32, copy=False), lab[None].astype(np.int32)  # (1,X,Y,Z,1), (1,X,Y,Z)
+
+
+def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray], group: int, *,
+                 part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1), augment_kwargs: Mapping | None = None,
+                 divisor: int = 4):
+    """Training sampler of one stage-1 group for ``train.fit``.
+
+    Parameters
+    ----------
+    images : sequence of (X, Y, Z) ndarray of float
+        Training images on the study grid (z-scored), RAS+.
+    label_maps : sequence of (X, Y, Z) ndarray of int
+        Their label maps (0..70, ``anatomy``).
+    group : int
+        Stage-1 group, 1..10.
+    part_ranges : mapping, optional
+        See :func:`split_parts`; the group's body part is cut from every case.
+    factor : float or tuple of 3 float, optional
+        Downsampling factor (:func:`downsample`): linear for the image, nearest for labels.
+    augment_kwargs : mapping, optional
+        Extra keyword arguments of ``train.augment`` (``max_rotation_deg``, ``max_shear``,
+        ``flip_lr``, ``spacing_mm`` = the *low-resolution* spacing); ``rng`` and
+        ``label_mirror`` are set here (``label_mirror = class_mirror(group)``).
+    divisor : int, optional
+        Every case is padded (edge mode, image and labels alike, as ``train.predict_proba``
+        pads) to one common shape, a multiple of ``divisor`` (the model's
+        ``2 ** (levels - 1)``), so the network sees a single input shape.
+
+    Returns
+    -------
+    callable
+        ``sampler(rng) -> (x, y)``: a random case, augmented; ``x`` is ``(1, X', Y', Z', 1)``
+        float32, ``y`` ``(1, X', Y', Z')`` int32 of classes 0..2k (:func:`group_classes`).
+        Attributes: ``shape`` = ``(X', Y', Z', 1)``, ``n_classes`` = 2k + 1.
+
+    Raises
+    ------
+    ValueError
+        No cases, unequal counts or shapes, bad ``group``/``factor``, a part missing from
+        ``part_ranges`` or a forbidden ``augment_kwargs`` key.
+
+    Notes
+    -----
+    The downsampled parts of all cases are computed once (memory: a few MB per case on the
+    cpu profile); only the augmentation runs per call.
+    """
+    augment_kwargs = dict(augment_kwargs or {})
+    bad = {"rng", "label_mirror"} & set(augment_kwargs)
+    if bad:
+        raise ValueError(f"augment_kwargs must not set {sorted(bad)}; make_sampler sets them")
+    if isinstance(divisor, bool) or not isinstance(divisor, (int, np.integer)) or divisor < 1:
+        raise ValueError(f"divisor must be a positive int, got {divisor!r}")
+    low_images, low_labels = _low_parts(images, label_maps, group, part_ranges, factor)
+    common = np.max([im.shape for im in low_images], axis=0)
+    common = -(-common // divisor) * divisor
+    for i, (im, lab) in enumerate(zip(low_images, low_labels)):
+        total = common - np.asarray(im.shape)
+        pads = [(t // 2, t - t // 2) for t in total]
+        low_images[i] = np.pad(im, pads, mode="edge").astype(np.float32, copy=False)
+        low_labels[i] = np.pad(lab, pads, mode="edge")
+    logger.info("stage-1 group %d: %d cases, part %s, low-resolution input %s", group, len(images),
+                anatomy.GROUPS[group][1], tuple(int(c) for c in common))
+    return _GroupSampler(low_images, low_labels, group, class_mirror(group), augment_kwargs)
+
+
+def _low_parts(images, label_maps, group, part_ranges, factor) -> tuple[list, list]:
+    """Downsampled group part of every case: images (linear), class maps (nearest), unpadded."""
+    if len(images) == 0 or len(images) != len(label_maps):
+        raise ValueError(f"images and label_maps must be non-empty and of equal length, got {len(images)} "
+                         f"and {len(label_maps)}")
+    _part_slice(1, group, part_ranges)                   # fail early on a bad group or part_ranges
+    lut = group_classes(group)
+    low_images, low_classes = [], []
+    for i, (image, labels) in enumerate(zip(images, label_maps)):
+        image = _validate.volume(image, f"images[{i}]")
+        labels = _validate.label_map(_validate.volume(labels, f"label_maps[{i}]"), f"label_maps[{i}]",
+                                     valid=range(1, anatomy.N_REGIONS + 1))
+        _validate.same_shape(image, labels, f"images[{i}]", f"label_maps[{i}]")
+        sl = _part_slice(image.shape[2], group, part_ranges)
+        low_images.append(downsample(image[:, :, sl], factor, order=1))
+        low_classes.append(downsample(lut[labels[:, :, sl]], factor, order=0))   # classes, uint8
+    return low_images, low_classes
+
+
+def make_validator(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray], group: int, *,
+                   part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1)):
+    """Validation callback for ``train.fit``: mean low-resolution Dice of a group's regions.
+
+    Parameters
+    ----------
+    images, label_maps : sequence of (X, Y, Z) ndarray
+        Held-out study-grid images and label maps.
+    group, part_ranges, factor
+        As in :func:`make_sampler`.
+
+    Returns
+    -------
+    callable
+        ``validate(model) -> float``: per case, ``metrics.dice`` of every region (argmax of
+        ``train.predict_proba`` on the downsampled part vs the nearest-downsampled labels),
+        averaged over the regions present in the prediction or the truth (a spurious region
+        counts as Dice 0: it would give a wrong box), then over cases. NaN if no region is
+        present in any case, or if no case is given (logged: nothing to validate on).
+    """
+    from . import metrics
+
+    if len(images) == 0 and len(label_maps) == 0:
+        logger.warning("make_validator: no held-out cases for group %d; validation returns NaN", group)
+        return lambda model: float("nan")
+    low_images, low_classes = _low_parts(images, label_maps, group, part_ranges, factor)
+    n_classes = len(class_labels(group))
+
+    def validate(model) -> float:
+        per_case = []
+        for image, truth in zip(low_images, low_classes):
+            pred = np.argmax(train.predict_proba(model, image), axis=-1)        # (X', Y', Z'_part)
+            present = [c for c in range(1, n_classes) if np.any(pred == c) or np.any(truth == c)]
+            if present:
+                per_case.append(np.mean([metrics.dice(pred == c, truth == c) for c in present]))
+        return float(np.mean(per_case)) if per_case else float("nan")
+
+    return validate
+
+
+def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1),
+                arch: str = "unet", levels: int = 3, root_filters: int = 8, block: str = "plain",
+                iterations: int = 2000, learning_rate: float = 0.01, seed: int = 0,
+                augment_kwargs: Mapping | None = None, validate=None, validate_every: int = 50, live=None,
+                progress: bool = True):
+    """Build and train the stage-1 network of one group (``models.build_model`` + ``train.fit``).
+
+    Parameters
+    ----------
+    images, label_maps, group, part_ranges, factor, augment_kwargs
+        As in :func:`make_sampler`.
+    arch, levels, root_filters, block
+        As in ``llseg.models.build_model`` (paper stage 1: a plain U-Net with four levels).
+    iterations, learning_rate, seed, validate, validate_every, live, progress
+        As in ``llseg.train.fit`` (paper: 2000 iterations, learning rate 0.01).
+
+    Returns
+    -------
+    model : keras.Model
+        Fully convolutional: input ``(N, None, None, None, 1)``, output ``(N, ..., 2k + 1)``.
+    history : dict
+        ``train.fit``'s history.
+    """
+    import keras
+
+    from . import models
+
+    keras.utils.set_random_seed(int(seed))           # the initial weights too (fit seeds again later)
+    sampler = make_sampler(images, label_maps, group, part_ranges=part_ranges, factor=factor,
+                           augment_kwargs=augment_kwargs, divisor=2 ** (levels - 1))
+    model = models.build_model(arch, (None, None, None, 1), sampler.n_classes, levels=levels,
+                               root_filters=root_filters, block=block)
+    history = train.fit(model, sampler, iterations=iterations, learning_rate=learning_rate, seed=seed,
+                        validate=validate, validate_every=validate_every, live=live, progress=progress)
+    return model, history
+
+
+# --------------------------------------------------------------------------- inference
+
+
+def predict_group(model, image, group: int, *, part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1)) -> np.ndarray:
+    """Class probabilities of one group's network on the downsampled body part.
+
+    Parameters
+    ----------
+    model : keras.Model
+        The group's network (2k + 1 output classes).
+    image : (X, Y, Z) ndarray of float
+        Whole study-grid image, RAS+.
+    group : int
+        Stage-1 group, 1..10.
+    part_ranges, factor
+        The values used in training (:func:`make_sampler`).
+
+    Returns
+    -------
+    (X', Y', Z'_part, 2k + 1) ndarray of float32
+        Probabilities at low resolution on the group's part (``train.predict_proba`` pads
+        and crops back); pass them to :func:`boxes_from_prediction` with the part's slice.
+
+    Raises
+    ------
+    ValueError
+        Bad image, group or factor, or a model whose class count is not 2k + 1.
+    """
+    image = _validate.volume(image, "image")
+    sl = _part_slice(image.shape[2], group, part_ranges)
+    low = downsample(image[:, :, sl], factor, order=1)                   # (X', Y', Z'_part)
+    probs = train.predict_proba(model, low)                              # (X', Y', Z'_part, K)
+    n_classes = len(class_labels(group))
+    if probs.shape[-1] != n_classes:
+        raise ValueError(f"model {model.name} outputs {probs.shape[-1]} classes; group {group} needs {n_classes}")
+    return probs
+
+
+def boxes_from_prediction(probs, group: int, *, part_slice: slice, factor, full_shape
+                          ) -> dict[int, np.ndarray | None]:
+    """Study-grid box of every region of a group from its low-resolution prediction.
+
+    Parameters
+    ----------
+    probs : (X', Y', Z', 2k + 1) ndarray of float
+        Output of :func:`predict_group` (or a one-hot label map of the part).
+    group : int
+        Stage-1 group, 1..10.
+    part_slice : slice
+        Z slice of the part on the study grid (:func:`split_parts`).
+    factor : float or tuple of 3 float
+        Downsampling factor used; ``probs.shape[:3]`` must equal the downsampled part shape.
+    full_shape : tuple of 3 int
+        Study-grid shape ``(X, Y, Z)``.
+
+    Returns
+    -------
+    dict of int to (3, 2) ndarray of int64 or None
+        Region label id (``anatomy.group_labels`` order) -> ``[lo, hi)`` box on the study grid,
+        or None if no voxel is predicted as that region.
+
+    Raises
+    ------
+    ValueError
+        Wrong shapes, class count or ``part_slice``.
+
+    Notes
+    -----
+    Per region the largest 26-connected component of the argmax (``cc3d``) is kept (ties:
+    the first in scan order). Its low-resolution box is mapped back with
+    ``llseg.boxes.scale_box`` using the exact grid ratio ``n_full / n_low`` per axis (floor/ceil,
+    so it covers every full-resolution voxel of the component's low-resolution voxels),
+    shifted by the part's first slice and clipped to ``full_shape``.
+    """
+    probs = np.asarray(probs)
+    if probs.ndim != 4:
+        raise ValueError(f"probs: expected (X, Y, Z, n_classes), got shape {probs.shape}")
+    lab_of_class = class_labels(group)
+    if probs.shape[-1] != len(lab_of_class):
+        raise ValueError(f"probs has {probs.shape[-1]} classes; group {group} has {len(lab_of_class)} "
+                         f"(background + {len(lab_of_class) - 1} regions)")
+    full_shape = tuple(int(s) for s in full_shape)
+    if len(full_shape) != 3:
+        raise ValueError(f"full_shape must have 3 entries (X, Y, Z), got {full_shape!r}")
+    n_part = _slice_len(part_slice)
+    if part_slice.stop > full_shape[2]:
+        raise ValueError(f"part_slice {part_slice!r} exceeds the {full_shape[2]} slices of full_shape")
+    part_shape = (full_shape[0], full_shape[1], n_part)
+    low = _low_shape(part_shape, factor)
+    if probs.shape[:3] != low:
+        raise ValueError(f"probs shape {probs.shape[:3]} is not the part {part_shape} downsampled by "
+                         f"{factor!r}, which is {low}")
+    zoom = [n / m for n, m in zip(part_shape, low)]
+
+    winner = np.argmax(probs, axis=-1).astype(np.uint8)                  # (X', Y', Z') classes
+    comps = cc3d.connected_components(winner, connectivity=_CONNECTIVITY)  # per-class components
+    counts = np.bincount(comps.ravel())
+    comp_class = np.zeros(counts.size, dtype=np.int64)
+    comp_class[comps.ravel()] = winner.ravel()
+    objects = ndi.find_objects(comps)
+    out: dict[int, np.ndarray | None] = {}
+    for c in range(1, len(lab_of_class)):
+        ids = np.flatnonzero(comp_class == c)
+        ids = ids[ids > 0]
+        if ids.size == 0:
+            out[int(lab_of_class[c])] = None
+            continue
+        best = int(ids[np.argmax(counts[ids])])
+        low_box = np.array([[s.start, s.stop] for s in objects[best - 1]], dtype=np.int64)
+        box = bx.scale_box(low_box, zoom)
+        box[2] += part_slice.start
+        out[int(lab_of_class[c])] = bx.clip_box(box, full_shape)
+    return out
+
+
+# --------------------------------------------------------------------------- missing regions
+
+
+def _subset_key(labels) -> str:
+    return ",".join(str(v) for v in sorted(labels))
+
+
+def _neighbours(label: int) -> tuple[list[int], list[int]]:
+    """(same group and side except ``label``, same side outside the group)."""
+    side, group = anatomy.side_of_label(label), anatomy.muscle_of_label(label).group
+    same_group = [v for v in anatomy.group_labels(group) if v != label and anatomy.side_of_label(v) == side]
+    same_side = [v for v in anatomy.REGIONS if anatomy.side_of_label(v) == side
+                 and anatomy.muscle_of_label(v).group != group]
+    return same_group, same_side
+
+
+def _normalized(box: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Box corners as fractions of the reference box: (3, 2) float."""
+    return (box - ref[:, :1]) / bx.box_size(ref)[:, None]
+
+
+def _summary(samples: list[np.ndarray]) -> dict:
+    arr = np.stack(samples)                                              # (n, 3, 2)
+    mean, sd = arr.mean(axis=0), arr.std(axis=0)
+    return {"lo": mean[:, 0].tolist(), "hi": mean[:, 1].tolist(), "lo_sd": sd[:, 0].tolist(),
+            "hi_sd": sd[:, 1].tolist(), "n": int(arr.shape[0])}
+
+
+def fit_box_priors(label_maps: Sequence[np.ndarray]) -> dict:
+    """Learn where each region's box lies relative to its neighbours (training label maps).
+
+    Parameters
+    ----------
+    label_maps : sequence of (X, Y, Z) ndarray of int
+        Training label maps on the study grid (0..70); shapes may differ between cases.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable: ``{"version": 1, "n_cases": N, "labels": {"<label>": {"group":
+        {"<l1,l2,...>": prior, ...}, "side": prior | None, "volume": prior}}}`` where a
+        prior is ``{"lo": [3], "hi": [3], "lo_sd": [3], "hi_sd": [3], "n": n_cases}``: the
+        mean (and standard deviation) over cases of the region's box corners ``[lo, hi)``
+        as fractions of a reference box per axis (0 = reference ``lo``, 1 = reference ``hi``).
+
+    Raises
+    ------
+    ValueError
+        No label maps, or invalid ones.
+
+    Notes
+    -----
+    The paper localises muscles without stage-1 output "based on the output of neighboring
+    large muscles" (section 2.2.1) without saying how. The kit's documented rule uses three
+    references, tried in this order by :func:`estimate_missing_boxes`:
+
+    * ``"group"``: the union box of the *other* regions of the same group on the same side.
+      A prior is kept for every non-empty subset of those regions (at most 7 for a
+      four-muscle group), keyed by their sorted label ids, so any pattern of missing
+      neighbours at test time has a matching reference;
+    * ``"side"``: the union box of all regions of the same side outside the group (used when
+      the whole group is missing on that side);
+    * ``"volume"``: the whole volume (when nothing is found on that side).
+
+    A case contributes to a prior only if the region and all regions of the reference are
+    present. Labels never seen in training have no entry.
+    """
+    if len(label_maps) == 0:
+        raise ValueError("label_maps is empty; box priors need at least one training case")
+    samples: dict[tuple, list[np.ndarray]] = {}
+    for i, labels in enumerate(label_maps):
+        labels = _validate.label_map(_validate.volume(labels, f"label_maps[{i}]"), f"label_maps[{i}]",
+                                     valid=range(1, anatomy.N_REGIONS + 1))
+        found = _boxes_by_label(labels)
+        whole = np.array([[0, n] for n in labels.shape], dtype=np.int64)
+        for lab, box in found.items():
+            same_group, same_side = _neighbours(lab)
+            present = [v for v in same_group if v in found]
+            for k in range(1, len(present) + 1):
+                for subset in itertools.combinations(present, k):
+                    ref = bx.union_box([found[v] for v in subset])
+                    samples.setdefault((lab, "group", _subset_key(subset)), []).append(_normalized(box, ref))
+            side_present = [v for v in same_side if v in found]
+            if side_present:
+                ref = bx.union_box([found[v] for v in side_present])
+                samples.setdefault((lab, "side", ""), []).append(_normalized(box, ref))
+            samples.setdefault((lab, "volume", ""), []).append(_normalized(box, whole))
+    out: dict = {"version": _PRIOR_VERSION, "n_cases": len(label_maps), "labels": {}}
+    for (lab, kind, key), s in sorted(samples.items()):
+        entry = out["labels"].setdefault(str(lab), {"group": {}, "side": None, "volume": None})
+        if kind == "group":
+            entry["group"][key] = _summary(s)
+        else:
+            entry[kind] = _summary(s)
+    return out
+
+
+def _apply_prior(prior: Mapping, ref: np.ndarray, n_sd: float, shape) -> np.ndarray:
+    size = bx.box_size(ref).astype(float)
+    lo = ref[:, 0] + (np.asarray(prior["lo"]) - n_sd * np.asarray(prior["lo_sd"])) * size
+    hi = ref[:, 0] + (np.asarray(prior["hi"]) + n_sd * np.asarray(prior["hi_sd"])) * size
+    box = np.stack([np.floor(lo), np.ceil(hi)], axis=1).astype(np.int64)
+    box[:, 1] = np.maximum(box[:, 1], box[:, 0] + 1)                   # at least one voxel
+    box = bx.clip_box(box, shape)
+    empty = box[:, 1] <= box[:, 0]                                       # fully outside: edge voxel
+    box[empty, 0] = np.minimum(box[empty, 0], np.asarray(shape)[empty] - 1)
+    box[empty, 1] = box[empty, 0] + 1
+    return box
+
+
+def estimate_missing_boxes(boxes: Mapping[int, np.ndarray | None], priors: Mapping, *, shape,
+                           n_sd: float = 1.0) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Fill the regions stage 1 did not find with boxes estimated from their neighbours.
+
+    Parameters
+    ----------
+    boxes : mapping of int to (3, 2) ndarray or None
+        Region label -> study-grid box from :func:`boxes_from_prediction` (all groups
+        merged); None marks a missing region.
+    priors : mapping
+        :func:`fit_box_priors` output (possibly read back from JSON).
+    shape : tuple of 3 int
+        Study-grid shape; estimated boxes are clipped to it.
+    n_sd : float, optional
+        Each estimated edge moves outward by ``n_sd`` standard deviations of the prior (0 =
+        the mean box); stage 2 needs the whole muscle inside its crop, so a loose box is the
+        safer error.
+
+    Returns
+    -------
+    boxes : dict of int to (3, 2) ndarray of int64
+        Every key of ``boxes`` with a box (found ones copied unchanged).
+    estimated : dict of int to str
+        Label -> reference used for each estimated region: ``"group"``, ``"side"``,
+        ``"volume"``, or ``"whole"`` (no prior for the label: the whole volume, with a
+        warning). Its length is the count of stage-1 misses.
+
+    Notes
+    -----
+    Only *found* boxes serve as references, so the result does not depend on the order of
+    the labels. Rule (see :func:`fit_box_priors`): reference = union of the found boxes of the
+    same group and side and the prior for exactly that subset; if none of them is found (or
+    that subset never occurred in training), the union of all found boxes of the same side
+    with the ``"side"`` prior, which was fitted on all the side's regions outside the group
+    (at test time some of those may be missing too, a small bias); if nothing is found on
+    that side, the ``"volume"`` prior. The box is ``ref_lo + fraction * ref_size`` per
+    corner, rounded outward and clipped, at least one voxel.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be 3 positive ints (X, Y, Z), got {shape!r}")
+    if not (n_sd >= 0 and math.isfinite(n_sd)):
+        raise ValueError(f"n_sd must be a finite number >= 0, got {n_sd!r}")
+    found = {int(k): np.asarray(v, dtype=np.int64) for k, v in boxes.items() if v is not None}
+    table = priors.get("labels", {})
+    out = {k: v.copy() for k, v in found.items()}
+    estimated: dict[int, str] = {}
+    for lab in sorted(int(k) for k, v in boxes.items() if v is None):
+        entry = table.get(str(lab))
+        same_group, same_side = _neighbours(lab)
+        box, how = None, "whole"
+        if entry is not None:
+            ref_group = [v for v in same_group if v in found]
+            ref_side = [v for v in same_side if v in found]
+            prior = entry["group"].get(_subset_key(ref_group)) if ref_group else None
+            if prior is not None:
+                box, how = _apply_prior(prior, bx.union_box([found[v] for v in ref_group]), n_sd, shape), "group"
+            elif ref_side and entry.get("side") is not None:
+                box = _apply_prior(entry["side"], bx.union_box([found[v] for v in ref_side]), n_sd, shape)
+                how = "side"
+            elif entry.get("volume") is not None:
+                whole = np.array([[0, n] for n in shape], dtype=np.int64)
+                box, how = _apply_prior(entry["volume"], whole, n_sd, shape), "volume"
+        if box is None:
+            logger.warning("no box prior for %s: using the whole volume", anatomy.region_name(lab))
+            box = np.array([[0, n] for n in shape], dtype=np.int64)
+        logger.info("stage 1 found no %s: box estimated from the %s reference", anatomy.region_name(lab), how)
+        out[lab], estimated[lab] = box, how
+    return out, estimated
+
+
+def locate(models: Mapping[int, object], image, *, priors: Mapping, part_ranges=DEFAULT_PART_RANGES,
+           factor=(2, 2, 1), n_sd: float = 1.0) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Stage-1 boxes of every region of the given groups for one study-grid image.
+
+    Parameters
+    ----------
+    models : mapping of int to keras.Model
+        Group (1..10) -> its trained network.
+    image : (X, Y, Z) ndarray of float
+        Study-grid image, RAS+.
+    priors : mapping
+        :func:`fit_box_priors` output.
+    part_ranges, factor
+        As in training.
+    n_sd : float, optional
+        See :func:`estimate_missing_boxes`.
+
+    Returns
+    -------
+    boxes : dict of int to (3, 2) ndarray of int64
+        Region label -> study-grid box, for every region of the given groups.
+    estimated : dict of int to str
+        The regions stage 1 missed and the reference their box came from.
+    """
+    image = _validate.volume(image, "image")
+    found: dict[int, np.ndarray | None] = {}
+    for group, model in sorted(models.items()):
+        sl = _part_slice(image.shape[2], group, part_ranges)
+        probs = predict_group(model, image, group, part_ranges=part_ranges, factor=factor)
+        found.update(boxes_from_prediction(probs, group, part_slice=sl, factor=factor, full_shape=image.shape))
+    return estimate_missing_boxes(found, priors, shape=image.shape, n_sd=n_sd)
