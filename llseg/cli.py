@@ -97,30 +97,39 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def cmd_phantom(args) -> int:
-    from tqdm.auto import tqdm
-
+def _write_phantom_case(root, case_id: str, seed: int, settings: dict) -> str:
+    """Generate and write one phantom case (a process-pool task: one case per seed, deterministic)."""
     from . import cohort, io
+
+    case = cohort.make_case(seed, **settings)
+    paths = cohort.case_paths(root, case_id)
+    io.save_nifti(paths["image"], case.image, case.affine, dtype=np.float32)
+    io.save_nifti(paths["labels"], case.labels, case.affine, dtype=np.uint8)
+    io.write_json(paths["subject"], {**case.meta, "case": case_id})
+    return case_id
+
+
+def cmd_phantom(args) -> int:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
 
     p = section(load_params(args.params), "phantom", args.params)
     n, seed = int(p["n_subjects"]), int(p["seed"])
     out = Path(args.out)
     rng = np.random.default_rng(seed)
     protocols = ["spiral" if u < float(p["spiral_fraction"]) else "cartesian" for u in rng.random(n)]
+    settings = [dict(protocol=protocols[i], downscale=float(p["downscale"]), bias_strength=float(p["bias_strength"]),
+                     noise_sigma=float(p["noise_sigma"]), supersample=int(p["supersample"])) for i in range(n)]
     # Build the whole cohort in a sibling temp folder and swap it in at the end: an interrupted
     # run never leaves a half-written cohort.
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for i in tqdm(range(n), desc="phantom cohort", unit="case", disable=args.quiet):
-            case_id = f"phantom_{i:03d}"
-            case = cohort.make_case(seed + i, protocol=protocols[i], downscale=float(p["downscale"]),
-                                    bias_strength=float(p["bias_strength"]), noise_sigma=float(p["noise_sigma"]),
-                                    supersample=int(p["supersample"]))
-            paths = cohort.case_paths(tmp, case_id)
-            io.save_nifti(paths["image"], case.image, case.affine, dtype=np.float32)
-            io.save_nifti(paths["labels"], case.labels, case.affine, dtype=np.uint8)
-            io.write_json(paths["subject"], {**case.meta, "case": case_id})
+        with ProcessPoolExecutor(max_workers=max(1, int(args.jobs))) as pool:
+            futures = [pool.submit(_write_phantom_case, tmp, f"phantom_{i:03d}", seed + i, settings[i]) for i in range(n)]
+            for future in tqdm(as_completed(futures), total=n, desc="phantom cohort", unit="case", disable=args.quiet):
+                future.result()
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -389,6 +398,38 @@ def _timing_table(summary: dict) -> str:
     return "\n".join(lines) + f"\n\nVoxel size here: {summary['spacing_mm']} mm (paper: 1 x 1 x 5 mm).\n"
 
 
+def cmd_evaluate(args) -> int:
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    from . import evaluation, io, metrics
+
+    root, predictions = Path(args.preprocessed), Path(args.predictions)
+    cases = io.read_json(root / "manifest.json")["split"]["test"]
+    rows = []
+    for case in tqdm(cases, desc="evaluate test cases", unit="case", disable=args.quiet):
+        truth = io.load_labels(root / "labels" / f"{case}.nii.gz")
+        for stage in ("stage1", "stage2"):
+            pred = io.load_labels(predictions / "study" / f"{case}_{stage}.nii.gz", reference=truth)
+            with warnings.catch_warnings(record=True) as caught:  # one summary line instead of one per region
+                warnings.simplefilter("always", metrics.EmptyMaskWarning)
+                found = metrics.evaluate_regions(pred.data, truth.data, truth.spacing_mm, case=case)
+            for w in caught:
+                log.debug("%s", w.message)
+            if caught:
+                log.info("%s %s: %d region(s) with an empty mask (NaN metrics in the table)", case, stage, len(caught))
+            rows += [{"stage": stage, **row} for row in found]
+    summary = evaluation.evaluation_summary(rows)
+    io.write_csv(args.table, rows)
+    io.write_json(args.metrics, summary)
+    d1, d2 = (summary[f"dice_mean_stage{i}"] for i in (1, 2))  # None when no Dice is defined
+    print(f"{args.table}: {len(rows)} rows ({len(cases)} test case(s), 2 stages); mean Dice stage 1 "
+          f"{'n/a' if d1 is None else f'{d1:.3f}'}, stage 2 {'n/a' if d2 is None else f'{d2:.3f}'}; "
+          f"{summary['n_within_interobserver']} of 35 muscles within interobserver Dice")
+    return 0
+
+
 def cmd_segment(args) -> int:
     from . import cascade, export, io, postprocess, preprocess
 
@@ -433,6 +474,7 @@ EPILOG = textwrap.dedent("""\
       llseg train-stage1 --group 1 --out models/stage1/group_01.keras
       llseg train-stage2 --muscle soleus --out models/stage2/soleus.keras
       llseg predict                       segment the test cases (after dvc repro trained the models)
+      llseg evaluate                      score the test predictions (Dice, MSD, volumes)
       llseg segment scan.nii.gz -o scan_muscles.nii.gz
     """)
 
@@ -457,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
              "llseg phantom --out data")
     sp.add_argument("--params", default="params.yaml")
     sp.add_argument("--out", default="data")
+    sp.add_argument("-j", "--jobs", type=int, default=2, help="cases generated in parallel (default 2)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sp = add("check", cmd_check, "Validate a cohort folder (images/, labels/): geometry, labels, left/right.",
@@ -503,6 +546,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="work/predictions")
     sp.add_argument("--metrics", default="metrics/cascade.json")
     sp.add_argument("--tables", default="reports/tables")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = add("evaluate", cmd_evaluate, "Score the stage-1 and final labels of every test case against the ground "
+             "truth (Dice, MSD, ASSD, HD95, volumes) on the study grid.",
+             "llseg evaluate --table reports/tables/metrics_per_region.csv --metrics metrics/evaluation.json")
+    sp.add_argument("--preprocessed", default="work/preprocessed")
+    sp.add_argument("--predictions", default="work/predictions")
+    sp.add_argument("--table", default="reports/tables/metrics_per_region.csv", help="per-region rows (CSV)")
+    sp.add_argument("--metrics", default="metrics/evaluation.json", help="summary (DVC metrics)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sp = add("segment", cmd_segment, "Segment one NIfTI scan: 70-region label map in the scan's own space, "

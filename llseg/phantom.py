@@ -84,18 +84,19 @@ _REF_HEIGHT_M = 1.8
 _REF_RATIOS = (0.114, 0.246, 0.240)   # T12-hip, hip-knee, knee-ankle lengths / height
 _U_HIP, _U_KNEE = LANDMARKS["hip_joint"], LANDMARKS["knee_joint"]
 
-# Numerical settings of the calibration (resolution-independent anatomy).
-_H_MM = 3.5          # in-plane spacing of the calibration grid
-_DZ_NODE_MM = 6.0    # SI spacing of the calibration nodes
-_U_RANGE = (-0.10, 1.08)   # modelled part of the body axis (the grid may extend beyond: clamped)
-_SIGMA_OUTLINE_MM = ((-0.3, 0.17, 0.27, 0.52, 0.62, 1.2), (16.0, 16.0, 19.0, 19.0, 15.0, 15.0))   # outline smoothing (u -> mm)
-_N_ITER_FIRST, _N_ITER = 60, 12
-_U_TAB = (-0.3, 1.2, 0.0005)
-_U_HOLES = 0.2       # above this fraction (trunk, pelvis) enclosed gaps of the outline are fat, below muscle
-_RHO_RANGE = (-25.0, 25.0)   # bounds of the relative weight correction
+# Numerical settings (they shape the anatomy, not the sampling: any grid sees the same subject).
+_H_MM = 3.5                 # in-plane spacing of the calibration grid
+_DZ_NODE_MM = 6.0           # SI spacing of the calibration nodes
+_U_RANGE = (-0.10, 1.08)    # modelled part of the body axis (beyond it the body is a prism)
+_U_TAB = (-0.3, 1.2, 0.0005)   # u grid of the tabulated cell geometry
+#: Smoothing of the compartment outline (u -> mm): trunk, thigh, knee and calf.
+_SIGMA_OUTLINE_MM = ((-0.3, 0.17, 0.27, 0.52, 0.62, 1.2), (16.0, 16.0, 19.0, 19.0, 15.0, 15.0))
+_N_ITER_FIRST, _N_ITER = 60, 12   # weight-calibration iterations at the first / a warm-started node
+_RHO_RANGE = (-25.0, 25.0)  # bounds of the relative weight correction
+_U_HOLES = 0.2              # above this fraction (trunk, pelvis) enclosed outline gaps are fat, below muscle
 _GATE_RAMP, _GATE_PENALTY = 0.01, 400.0   # gate fade-in (fraction of span), penalty (mm^2 per mm)
-_CORE = 0.6          # relative size of the cell cores the compartment always contains
-_N_WAVES = 6         # smooth waves shared by the boundary perturbations   # u grid of the tabulated cell geometry
+_CORE = 0.6                 # relative size of the cell cores the compartment always contains
+_N_WAVES = 6                # smooth waves shared by the boundary perturbations
 
 # --------------------------------------------------------------------------------------------
 # Anatomical tables (reference 1.8 m subject; right side; lat = mm lateral, ant = mm anterior)
@@ -319,6 +320,10 @@ class Subject:
                 raise ValueError(f"Subject.{name} factors must be finite and in [0.2, 5], got {bad}")
             object.__setattr__(self, name, values)
 
+    def __hash__(self):
+        return hash(tuple(tuple(v.items()) if isinstance(v, dict) else v
+                          for v in (getattr(self, f.name) for f in dataclasses.fields(self))))
+
     def to_dict(self) -> dict:
         """Plain dict (JSON-serialisable) of all parameters."""
         return dataclasses.asdict(self)
@@ -474,7 +479,7 @@ def field_of_view(subject: Subject, *, matrix_xy: tuple[int, int], spacing_mm: t
     if isinstance(n_slices, bool) or int(n_slices) != n_slices or n_slices < 1:
         raise ValueError(f"n_slices must be a positive integer, got {n_slices!r}")
     scale = s.height_m / _REF_HEIGHT_M
-    centre = np.array([0.0, -15.0 * scale, 0.5 * span_mm(s)])
+    centre = np.array([0.0, -33.0 * scale, 0.5 * span_mm(s)])       # body AP extent ~ -160 .. +95 mm
     affine = np.diag([spacing[0], spacing[1], spacing[2], 1.0])
     affine[:3, 3] = centre - 0.5 * (np.array([nx, ny, int(n_slices)]) - 1) * np.array(spacing)
     return affine
@@ -493,7 +498,9 @@ def _bbox(xs, ys, x0, x1, y0, y1):
 
 
 class _Prim:
-    kind = "bone"   # bone | joint | viscera | fat | vessel | cut (fat over bone)
+    """A solid of the tissue map; subclasses implement ``paint(u, z, xs, ys)``."""
+
+    kind = "bone"   # bone | joint | viscera | fat | vessel | muscle | cut (fat over bone)
     layer = 1       # painting order: 0 under bones, 1 bones, 2 over bones, 3 vessel rims, 4 vessels
 
 
@@ -513,6 +520,8 @@ class _CellDisc:
 
 
 class _Ellipsoid(_Prim):
+    """Axis-aligned ellipsoid (centre and semi-axes in world mm)."""
+
     def __init__(self, kind, centre, semi, cortex=0.0, layer=1):
         self.kind, self.layer = kind, layer
         self.c, self.semi, self.cortex = np.asarray(centre, float), np.asarray(semi, float), float(cortex)
@@ -902,7 +911,7 @@ class _Model:
 
     # ---- skeleton, viscera, vessels -------------------------------------------------------
     def _build_prims(self):
-        s, sp, zu = self.s, self.sp, self.zu
+        s, sp = self.s, self.sp
         prims = []
         yv_u, yv = [-0.3, 0.0, 0.05, 0.097], np.array([-48.0, -45.0, -28.0, -40.0]) * s
         # Midline: lumbar spine (with discs), arch and spinous process, canal, sacrum, viscera.
@@ -940,6 +949,7 @@ class _Model:
         prims.append(_SweptEllipse("viscera", ru, 0.0, np.array([-45, -56, -64, -68, -62, -55]) * s,
                                    np.array([20, 24, 24, 22, 18, 10]) * s, np.array([16, 20, 20, 18, 16, 8]) * s,
                                    layer=0))
+        # Aorta (left of the midline, to its bifurcation at L4) and inferior vena cava, fat-sheathed.
         au = [-0.3, 0.0, 0.05, 0.078]
         ay = np.interp(au, yv_u, yv) + 30 * s
         prims.append(_SweptEllipse("fat", au, -14 * s, ay, 12 * s, 12 * s, layer=3))
@@ -980,9 +990,10 @@ class _Model:
                                          (0.24, ((28, 36), (42, 0), (48, -38)), (4, 4, 5))), cortex=1.5))
         out.append(_SweptEllipse("bone", [0.188, 0.195, 0.22, 0.228], X(14 * sp), np.array([62, 62, 58, 52]) * s,
                                  np.array([8, 12, 12, 7]) * s, np.array([7, 10, 10, 6]) * s, cortex=1.5))
-        out.append(_SweptEllipse("bone", [0.183, 0.195, 0.21, 0.225, 0.238, 0.244],
-                                 X(np.array([60, 58, 54, 50, 48, 47]) * sp), np.array([-42, -45, -46, -45, -42, -40]) * s,
-                                 np.array([10, 13, 16, 17, 14, 6]) * s, np.array([12, 15, 17, 17, 13, 6]) * s, cortex=2.0))
+        out.append(_SweptEllipse("bone", [0.183, 0.195, 0.21, 0.225, 0.238, 0.244],       # ischium
+                                 X(np.array([60, 58, 54, 50, 48, 47]) * sp),
+                                 np.array([-42, -45, -46, -45, -42, -40]) * s, np.array([10, 13, 16, 17, 14, 6]) * s,
+                                 np.array([12, 15, 17, 17, 13, 6]) * s, cortex=2.0))
         # Hip joint: acetabulum, joint space, femoral head, neck, trochanters, shaft, linea aspera.
         r_head = 24.0 * s
         h3 = np.array([X(self.hip[0]), 0.0, zu(_U_HIP)])
