@@ -1,0 +1,89 @@
+"""Figures of the evaluation (Table 1, Figures 6 and 7): meshes with known bounds, figures from tiny inputs."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from llseg import anatomy, evaluation, figures  # noqa: E402
+
+NAN = float("nan")
+
+
+def _rows():
+    rows = []
+    for i, m in enumerate(anatomy.MUSCLES):
+        for side in ("right", "left"):
+            rows.append({"muscle": m.key, "side": side, "dice": 0.9 - 0.01 * i, "msd_mm": 1.0 + 0.1 * i,
+                         "volume_error_abs_pct": 2.0 + i, "volume_true_ml": m.volume_ml})
+    rows[0].update(dice=NAN, msd_mm=NAN)  # an empty-mask row is counted, not drawn
+    return rows
+
+
+def test_region_meshes_bounds_follow_spacing():
+    labels = np.zeros((10, 9, 8), np.uint8)
+    labels[2:6, 3:7, 1:5] = 2
+    labels[7, 7, 6] = 40  # a one-voxel region
+    meshes = figures.region_meshes(labels, spacing_mm=(1.0, 2.0, 5.0))
+    assert sorted(meshes) == [2, 40]
+    verts, faces = meshes[2]
+    assert faces.ndim == 2 and faces.shape[1] == 3 and faces.max() < len(verts)
+    # the level-0.5 surface lies half-way between voxel centres: index 2..5 -> 1.5..5.5 voxels
+    np.testing.assert_allclose(verts.min(axis=0), [1.5 * 1, 2.5 * 2, 0.5 * 5])
+    np.testing.assert_allclose(verts.max(axis=0), [5.5 * 1, 6.5 * 2, 4.5 * 5])
+    one = meshes[40][0]
+    np.testing.assert_allclose(one.min(axis=0), [6.5, 13.0, 27.5])
+    np.testing.assert_allclose(one.max(axis=0), [7.5, 15.0, 32.5])
+
+
+def test_region_meshes_empty_and_decimation():
+    assert figures.region_meshes(np.zeros((4, 4, 4), np.uint8), spacing_mm=(1, 1, 1)) == {}
+    ball = (np.indices((24, 24, 24)) - 11.5) ** 2
+    labels = (ball.sum(axis=0) < 100).astype(np.uint8) * 12
+    fine = figures.region_meshes(labels, spacing_mm=(1, 1, 1))[12][1]
+    coarse = figures.region_meshes(labels, spacing_mm=(1, 1, 1), max_faces=len(fine) // 3)[12][1]
+    assert len(coarse) <= len(fine) // 3
+    with pytest.raises(ValueError, match="step_size"):
+        figures.region_meshes(labels, spacing_mm=(1, 1, 1), step_size=0)
+    with pytest.raises(ValueError, match="unknown label"):
+        figures.region_meshes(labels + 100, spacing_mm=(1, 1, 1))
+
+
+def test_dice_figure_one_row_per_muscle():
+    rows = _rows()
+    table = evaluation.table1(rows)
+    fig = figures.dice_figure(rows, table, order=evaluation.muscles_by_volume(rows), title="t")
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(names) == 35 and names[0] == "Gluteus maximus" and names[-1] == "External rotators"
+    assert "1 NaN not shown" in ax.get_xlabel()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="not in table"):
+        figures.dice_figure(rows, table, order=["biceps"])
+
+
+def test_volume_msd_figure_three_panels():
+    rows = _rows()
+    fig = figures.volume_msd_figure(rows, evaluation.volume_msd_summary(rows))
+    assert len(fig.axes) == 3
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "69 pairs" in texts and "1 NaN not shown" in texts
+    plt.close(fig)
+
+
+def test_contour_and_rendering_figures(two_leg_case):
+    image, labels, _ = two_leg_case
+    pred = np.roll(labels, 1, axis=0)
+    fig = figures.contour_slices_figure(image, pred, labels, spacing_mm=(2, 2, 5), levels_z=[4, 6], titles=["a", "b"])
+    assert len(fig.axes) == 2
+    plt.close(fig)
+    with pytest.raises(ValueError, match="levels_z"):
+        figures.contour_slices_figure(image, pred, labels, spacing_mm=(2, 2, 5), levels_z=[12])
+    fig = figures.rendering_figure(labels, spacing_mm=(2, 2, 5), size_px=200)
+    assert len(fig.axes) == 2 and fig.axes[0].images[0].get_array().shape[2] == 4
+    plt.close(fig)
+    empty = figures.rendering_figure(np.zeros_like(labels), spacing_mm=(2, 2, 5))
+    assert "no muscle region" in empty.axes[0].texts[0].get_text()
+    plt.close(empty)
