@@ -15,9 +15,7 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import copy  # noqa: E402
 import logging  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import textwrap  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -114,6 +112,8 @@ def cmd_phantom(args) -> int:
 
     from tqdm.auto import tqdm
 
+    from . import io
+
     p = section(load_params(args.params), "phantom", args.params)
     n, seed = int(p["n_subjects"]), int(p["seed"])
     out = Path(args.out)
@@ -121,21 +121,11 @@ def cmd_phantom(args) -> int:
     protocols = ["spiral" if u < float(p["spiral_fraction"]) else "cartesian" for u in rng.random(n)]
     settings = [dict(protocol=protocols[i], downscale=float(p["downscale"]), bias_strength=float(p["bias_strength"]),
                      noise_sigma=float(p["noise_sigma"]), supersample=int(p["supersample"])) for i in range(n)]
-    # Build the whole cohort in a sibling temp folder and swap it in at the end: an interrupted
-    # run never leaves a half-written cohort.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        with ProcessPoolExecutor(max_workers=max(1, int(args.jobs))) as pool:
-            futures = [pool.submit(_write_phantom_case, tmp, f"phantom_{i:03d}", seed + i, settings[i]) for i in range(n)]
-            for future in tqdm(as_completed(futures), total=n, desc="phantom cohort", unit="case", disable=args.quiet):
-                future.result()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    # The whole cohort is built in a temporary folder swapped in at the end (io.atomic_dir).
+    with io.atomic_dir(out) as tmp, ProcessPoolExecutor(max_workers=max(1, int(args.jobs))) as pool:
+        futures = [pool.submit(_write_phantom_case, tmp, f"phantom_{i:03d}", seed + i, settings[i]) for i in range(n)]
+        for future in tqdm(as_completed(futures), total=n, desc="phantom cohort", unit="case", disable=args.quiet):
+            future.result()
     print(f"{out}: {n} phantom cases written")
     return 0
 
@@ -171,8 +161,7 @@ def cmd_preprocess(args) -> int:
     spacing_target = tuple(float(v) for v in p["spacing_mm"])
     target_xy = [int(round(f / sp)) for f, sp in zip(p["fov_mm"], spacing_target[:2])]
     manifest = {"split": split, "spacing_mm": list(spacing_target), "matrix_xy": target_xy, "cases": {}}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
-    try:
+    with io.atomic_dir(out) as tmp:
         for case in tqdm(cases, desc="preprocess (N4)", unit="case", disable=args.quiet):
             paths = cohort.case_paths(args.data, case)
             img = io.load_image(paths["image"])
@@ -190,13 +179,6 @@ def cmd_preprocess(args) -> int:
             manifest["cases"][case]["canonical_affine"] = img.affine.tolist()
             manifest["cases"][case]["canonical_shape"] = list(img.data.shape)
         io.write_json(tmp / "manifest.json", manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     print(f"{out}: {len(cases)} case(s) preprocessed ({len(split['train'])} train / {len(split['test'])} test)")
     return 0
 
