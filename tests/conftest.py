@@ -5,10 +5,15 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # must precede any TensorFl
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from llseg import io  # noqa: E402
+from llseg import cli, io  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -37,3 +42,16 @@ def cohort_dir(tmp_path, two_leg_case):
         io.save_nifti(tmp_path / "images" / f"{case}.nii.gz", image, affine)
         io.save_nifti(tmp_path / "labels" / f"{case}.nii.gz", labels, affine, dtype=np.uint8)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory):
+    """A smoke-profile cohort, preprocessed, in a temporary study folder (built once per session)."""
+    work = tmp_path_factory.mktemp("smoke_study")
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    cli.apply_profile(work / "params.yaml", "smoke")
+    params = str(work / "params.yaml")
+    assert cli.main(["phantom", "--params", params, "--out", str(work / "data"), "-q"]) == 0
+    assert cli.main(["preprocess", "--params", params, "--data", str(work / "data"),
+                     "--out", str(work / "work" / "preprocessed"), "-q"]) == 0
+    return work

@@ -11,19 +11,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
 
-@pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory):
-    """A smoke-profile cohort, preprocessed, in a temporary study folder."""
-    work = tmp_path_factory.mktemp("smoke_study")
-    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
-    cli.apply_profile(work / "params.yaml", "smoke")
-    params = str(work / "params.yaml")
-    assert cli.main(["phantom", "--params", params, "--out", str(work / "data"), "-q"]) == 0
-    assert cli.main(["preprocess", "--params", params, "--data", str(work / "data"),
-                     "--out", str(work / "work" / "preprocessed"), "-q"]) == 0
-    return work
-
-
 def test_notebooks_have_a_tagged_parameters_cell_and_no_logic():
     import nbformat
 
