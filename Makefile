@@ -14,10 +14,10 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: study test setup data lab benchmarks clean help
+.PHONY: study test test-slow setup data lab benchmarks clean help
 
 help:
-	@echo "make study | make test | make data | make lab | make benchmarks"
+	@echo "make study | make test | make test-slow | make data | make lab | make benchmarks"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,14 @@ study: data
 	dvc repro
 	@dvc metrics show
 
+# `make test` runs every test not marked slow (about 10 minutes here, install included);
+# `make test-slow` runs the slow ones: data.dvc regenerated bit for bit, the smoke study through
+# `dvc repro` in a clone, and two learning tests.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 benchmarks: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

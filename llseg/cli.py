@@ -301,6 +301,9 @@ def _load_cascade(models_dir):
     from . import anatomy, io
 
     root = Path(models_dir)
+    for sub in ("stage1", "stage2"):  # checked before Keras is imported: a missing folder is one clear line
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"{root / sub}: no such folder, so no trained models (run `make study` or `dvc repro` first)")
     s1 = {g: io.load_model(root / "stage1" / f"group_{g:02d}.keras") for g in anatomy.GROUPS}
     cfg1 = io.read_json(root / "stage1" / "group_01.json")
     priors = io.read_json(root / "stage1" / "box_priors.json")
@@ -421,14 +424,21 @@ def cmd_segment(args) -> int:
     out = Path(args.output)
     if not out.name.endswith((".nii", ".nii.gz")):
         raise ValueError(f"{out}: output must end in .nii or .nii.gz")
+    if out.resolve() == Path(args.image).resolve():
+        raise ValueError(f"{out}: refusing to overwrite the input image; choose another output path")
     stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.stem
+    if min(img.data.shape) < 2:
+        raise ValueError(f"{args.image}: a 3-D volume needs at least 2 voxels on every axis, got shape {img.data.shape}")
     s1, s2, priors, cfg1, cfg2 = _load_cascade(args.models)
     target = tuple(float(v) for v in p["spacing_mm"])
     target_xy = [int(round(f / sp)) for f, sp in zip(p["fov_mm"], target[:2])]
     t0 = time.perf_counter()
-    pre = preprocess.preprocess_case(img.data, None, img.affine, spacing_mm=img.spacing_mm, target_spacing_mm=target,
-                                     target_xy=target_xy, n4=bool(p["n4"]), shrink_factor=int(p["n4_shrink"]),
-                                     iterations=[int(i) for i in p["n4_iterations"]])
+    try:
+        pre = preprocess.preprocess_case(img.data, None, img.affine, spacing_mm=img.spacing_mm, target_spacing_mm=target,
+                                         target_xy=target_xy, n4=bool(p["n4"]), shrink_factor=int(p["n4_shrink"]),
+                                         iterations=[int(i) for i in p["n4_iterations"]])
+    except (ValueError, RuntimeError) as exc:  # SimpleITK reports through RuntimeError
+        raise ValueError(f"{args.image}: cannot preprocess: {str(exc).splitlines()[0]}") from None
     t_pre = time.perf_counter() - t0
     res = cascade.run_cascade(s1, s2, pre["image"], **_cascade_kwargs(params, cfg1, cfg2, priors))
     canonical = preprocess.from_study_grid(res["labels"], canonical_shape=img.data.shape, zoom=pre["zoom"],
