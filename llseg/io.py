@@ -29,6 +29,7 @@ __all__ = [
     "Volume",
     "load_image",
     "load_labels",
+    "load_cached",
     "save_nifti",
     "write_json",
     "read_json",
@@ -165,6 +166,59 @@ def load_labels(path, *, reference: Volume | None = None) -> Volume:
     if reference is not None:
         check_same_geometry(reference, out)
     return out
+
+
+def load_cached(path, *, kind: str, cache_dir) -> np.ndarray:
+    """The canonical data array of ``load_image`` / ``load_labels``, kept as an uncompressed ``.npy``.
+
+    Parameters
+    ----------
+    path : str or Path
+        A ``.nii`` / ``.nii.gz`` file.
+    kind : {"image", "labels"}
+        Which loader reads ``path`` the first time (and checks it).
+    cache_dir : str or Path
+        Folder of the ``.npy`` copies (created if missing). A copy is keyed by the file's
+        absolute path, size and modification time, so a rewritten file is read again; the
+        stale copy of the same file is removed.
+
+    Returns
+    -------
+    (X, Y, Z) ndarray
+        As ``load_image(path).data`` or ``load_labels(path).data`` (RAS+).
+
+    Notes
+    -----
+    Every training stage of the study reads all preprocessed volumes in a fresh process;
+    decompressing 40 ``.nii.gz`` files took ~5 s of each stage, reading the ``.npy`` copies
+    takes a fraction of a second (the same idea as nnU-Net's unpacking of its ``.npz``
+    files). The cache lives outside DVC's outputs, so it never changes their hashes.
+    """
+    import hashlib
+
+    loaders = {"image": load_image, "labels": load_labels}
+    if kind not in loaders:
+        raise ValueError(f"kind must be one of {sorted(loaders)}, got {kind!r}")
+    path = Path(path)
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{kind}".encode()).hexdigest()[:16]
+    stem = path.name.split(".")[0]
+    prefix = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    cache_dir = Path(cache_dir)
+    target = cache_dir / f"{kind}_{stem}_{prefix}_{key}.npy"
+    if target.exists():
+        try:
+            return np.load(target, allow_pickle=False)
+        except (OSError, ValueError) as exc:       # damaged copy: read the source again
+            log.warning("%s: unreadable cache copy (%s); reloading %s", target, exc, path)
+    data = loaders[kind](path).data
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for old in cache_dir.glob(f"{kind}_{stem}_{prefix}_*.npy"):
+        old.unlink(missing_ok=True)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, data, allow_pickle=False)
+    return data
 
 
 def check_same_geometry(a: Volume, b: Volume) -> None:

@@ -19,7 +19,7 @@ import scipy.ndimage as ndi
 
 from . import _validate
 
-__all__ = ["augment", "mirror_table", "fit", "predict_proba"]
+__all__ = ["augment", "mirror_table", "class_weights", "fit", "predict_proba"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _enable_determinism() -> None:
 
 def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float, seed: int,
         validate: Callable | None = None, validate_every: int = 50, live=None, log_every: int = 10,
-        progress: bool = True) -> dict:
+        progress: bool = True, class_weight_power: float = 0.0, weight_samples: int = 20) -> dict:
     """Train ``model`` with Adam and pixel-wise cross-entropy, one sample per iteration.
 
     Parameters
@@ -216,12 +216,20 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
         Period, in iterations, of the dvclive loss log and the progress-bar update.
     progress : bool, optional
         Show a ``tqdm`` progress bar.
+    class_weight_power : float, optional
+        0 (default) is the paper's plain cross-entropy. Above 0, each voxel's loss is
+        weighted by :func:`class_weights` of its class, with the class shares estimated
+        from ``weight_samples`` extra draws of ``sample_batch`` (a separate generator, so
+        the training samples are the same as without weights).
+    weight_samples : int, optional
+        Draws used to estimate the class shares.
 
     Returns
     -------
     dict
         ``{"loss": [float per iteration], "val_dice": [(iteration, dice), ...],
-        "seconds": float}`` (wall time of the loop, validation included).
+        "seconds": float, "class_weights": list of float or None}`` (wall time of the loop,
+        validation included).
 
     Raises
     ------
@@ -252,6 +260,14 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
             raise ValueError(f"{nm} must be a positive int, got {v!r}")
     if not (learning_rate > 0 and math.isfinite(learning_rate)):
         raise ValueError(f"learning_rate must be a finite float > 0, got {learning_rate!r}")
+    if not (math.isfinite(class_weight_power) and class_weight_power >= 0):
+        raise ValueError(f"class_weight_power must be a finite float >= 0, got {class_weight_power!r}")
+    weights = None
+    if class_weight_power > 0:
+        n_classes = int(model.output_shape[-1])
+        freq = _sampled_frequencies(sample_batch, n_classes, n_samples=int(weight_samples), seed=int(seed))
+        weights = class_weights(freq, power=float(class_weight_power))
+        logger.info("%s: class weights %s (power %.2f)", model.name, np.round(weights, 2).tolist(), class_weight_power)
 
     keras.utils.set_random_seed(int(seed))
     _enable_determinism()
@@ -260,13 +276,15 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
                   loss=keras.losses.SparseCategoricalCrossentropy(), jit_compile=jit)
 
-    history: dict = {"loss": [], "val_dice": [], "seconds": 0.0}
+    history: dict = {"loss": [], "val_dice": [], "seconds": 0.0,
+                     "class_weights": None if weights is None else weights.tolist()}
     t0 = time.perf_counter()
     bar = tqdm(range(1, iterations + 1), disable=not progress, desc=model.name, unit="it")
     for it in bar:
         x, y = sample_batch(rng)
         x, y = _check_batch(x, y)
-        loss = float(np.asarray(model.train_on_batch(x, y)))           # scalar: no extra metrics
+        sw = None if weights is None else weights[y]                      # per-voxel loss weights
+        loss = float(np.asarray(model.train_on_batch(x, y, sample_weight=sw)))   # scalar: no extra metrics
         history["loss"].append(loss)
         if not math.isfinite(loss):
             logger.warning("%s: loss became %s at iteration %d", model.name, loss, it)
@@ -305,6 +323,63 @@ def _check_batch(x, y) -> tuple[np.ndarray, np.ndarray]:
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"sample_batch: y must hold integer class ids, got dtype {y.dtype}")
     return x, y.astype(np.int32, copy=False)
+
+
+# --------------------------------------------------------------------------- class weights
+
+
+def class_weights(frequencies, *, power: float) -> np.ndarray:
+    """Per-class loss weights ``w_c ~ f_c ** -power``, normalised so that ``sum_c f_c w_c = 1``.
+
+    Parameters
+    ----------
+    frequencies : (K,) array_like of float
+        Share of the training voxels in each class (non-negative, not all zero; they are
+        rescaled to sum to 1).
+    power : float
+        0 gives the paper's plain cross-entropy (all weights 1); 0.5 weights a class
+        100 times rarer 10 times more; 1 is full inverse-frequency balancing.
+
+    Returns
+    -------
+    (K,) ndarray of float32
+        Weights; the expected weight of a voxel is 1, so the loss keeps its scale. A class
+        absent from ``frequencies`` gets the largest weight of the present ones.
+
+    Raises
+    ------
+    ValueError
+        Negative, non-finite or all-zero frequencies, or a negative ``power``.
+
+    Notes
+    -----
+    A deviation from the paper (plain cross-entropy over 2000-5000 iterations): with the
+    cpu profile's 150 iterations, a stage-1 group network trained with plain cross-entropy
+    still predicted background everywhere (the regions are 0.2-0.5 % of the voxels each);
+    with ``power = 0.5`` its low-resolution test Dice reached 0.70 after 150 iterations.
+    """
+    f = np.asarray(frequencies, dtype=np.float64)
+    if f.ndim != 1 or f.size == 0 or not np.all(np.isfinite(f)) or np.any(f < 0) or f.sum() <= 0:
+        raise ValueError(f"frequencies must be a 1-D array of finite values >= 0, not all 0, got {frequencies!r}")
+    if not (math.isfinite(power) and power >= 0):
+        raise ValueError(f"power must be a finite float >= 0, got {power!r}")
+    f = f / f.sum()
+    present = f > 0
+    w = np.ones_like(f)
+    w[present] = f[present] ** -float(power)
+    w[~present] = w[present].max()
+    w /= float(np.sum(f * w))
+    return w.astype(np.float32)
+
+
+def _sampled_frequencies(sample_batch: Callable, n_classes: int, *, n_samples: int, seed: int) -> np.ndarray:
+    """Class shares over ``n_samples`` draws of ``sample_batch`` (its own generator: training is unaffected)."""
+    rng = np.random.default_rng([int(seed), 7919])
+    counts = np.zeros(n_classes, dtype=np.float64)
+    for _ in range(n_samples):
+        _, y = _check_batch(*sample_batch(rng))
+        counts += np.bincount(y.ravel(), minlength=n_classes)[:n_classes]
+    return counts / counts.sum()
 
 
 # --------------------------------------------------------------------------- prediction

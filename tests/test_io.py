@@ -144,3 +144,43 @@ def _current_umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --------------------------------------------------------------------------- load_cached
+
+
+def test_load_cached_matches_loader_and_rereads_a_rewritten_file(tmp_path):
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    affine = np.diag([-1.0, -1.0, 5.0, 1.0])                      # LPS: the cache keeps the RAS+ array
+    path = io.save_nifti(tmp_path / "img.nii.gz", data, affine)
+    cache = tmp_path / "cache"
+    first = io.load_cached(path, kind="image", cache_dir=cache)
+    np.testing.assert_array_equal(first, io.load_image(path).data)
+    assert len(list(cache.glob("*.npy"))) == 1
+    np.testing.assert_array_equal(io.load_cached(path, kind="image", cache_dir=cache), first)   # from the copy
+    import os
+    io.save_nifti(path, data * 2, affine)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))   # make sure the mtime differs
+    again = io.load_cached(path, kind="image", cache_dir=cache)
+    np.testing.assert_array_equal(again, io.load_image(path).data)
+    assert len(list(cache.glob("*.npy"))) == 1                     # the stale copy is gone
+
+
+def test_load_cached_labels_checks_and_damaged_copy_is_reloaded(tmp_path):
+    lab = np.zeros((3, 3, 2), dtype=np.uint8)
+    lab[1, 1, 1] = 5
+    path = io.save_nifti(tmp_path / "lab.nii.gz", lab, np.eye(4))
+    cache = tmp_path / "c"
+    out = io.load_cached(path, kind="labels", cache_dir=cache)
+    assert out.dtype == io.load_labels(path).data.dtype and out[1, 1, 1] == 5
+    (copy,) = cache.glob("*.npy")
+    copy.write_bytes(b"garbage")
+    np.testing.assert_array_equal(io.load_cached(path, kind="labels", cache_dir=cache), out)
+    with pytest.raises(ValueError, match="kind"):
+        io.load_cached(path, kind="mask", cache_dir=cache)
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a nifti")
+    with pytest.raises(Exception, match="bad.nii.gz"):
+        io.load_cached(bad, kind="image", cache_dir=cache)
+    assert not list(cache.glob("image_bad*"))                     # nothing cached for a bad file

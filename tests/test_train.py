@@ -277,7 +277,8 @@ def test_fit_returns_documented_dict_and_logs_to_dvclive(tmp_path):
     with dvclive.Live(str(tmp_path / "live"), save_dvc_exp=False, dvcyaml=None, report=None) as live:
         hist = train.fit(model, _tiny_problem(), iterations=5, learning_rate=0.01, seed=0, validate=validate,
                          validate_every=2, live=live, log_every=2, progress=False)
-    assert set(hist) == {"loss", "val_dice", "seconds"}
+    assert set(hist) == {"loss", "val_dice", "seconds", "class_weights"}
+    assert hist["class_weights"] is None                      # default: the paper's plain cross-entropy
     assert len(hist["loss"]) == 5 and all(np.isfinite(hist["loss"]))
     assert hist["val_dice"] == [(2, pytest.approx(0.6)), (4, pytest.approx(0.7)), (5, pytest.approx(0.8))]
     assert len(calls) == 3 and calls[0] is model
@@ -315,6 +316,45 @@ def test_fit_bad_arguments():
         train.fit(model, _tiny_problem(), **kw, validate_every=0)
     with pytest.raises(ValueError, match="learning_rate"):
         train.fit(model, _tiny_problem(), **{**kw, "learning_rate": 0.0})
+
+
+def test_class_weights_known_answers():
+    w = train.class_weights([0.9, 0.1], power=0.5)           # f ** -0.5 = [1.054, 3.162], then sum f w = 1
+    raw = np.array([0.9, 0.1]) ** -0.5
+    np.testing.assert_allclose(w, raw / np.sum([0.9, 0.1] * raw), rtol=1e-6)
+    assert np.sum(np.array([0.9, 0.1]) * w) == pytest.approx(1.0)
+    np.testing.assert_allclose(train.class_weights([3, 1], power=0.0), [1.0, 1.0])   # power 0: plain CE
+    full = train.class_weights([0.75, 0.25], power=1.0)      # inverse frequency: both classes weigh the same
+    assert 0.75 * full[0] == pytest.approx(0.25 * full[1])
+    absent = train.class_weights([0.5, 0.0, 0.5], power=0.5)  # an absent class gets the largest present weight
+    assert absent[1] == pytest.approx(absent.max())
+    for bad in ([0, 0], [-1, 2], [np.nan, 1], [[1, 2]], []):
+        with pytest.raises(ValueError, match="frequencies"):
+            train.class_weights(bad, power=0.5)
+    with pytest.raises(ValueError, match="power"):
+        train.class_weights([1, 1], power=-0.5)
+
+
+def test_fit_with_class_weights_reports_them_and_keeps_the_training_samples():
+    seen = {0.0: [], 0.5: []}
+    for power in seen:
+        def sample_batch(rng, _log=seen[power]):
+            x = rng.normal(size=(1, 8, 8, 8, 1)).astype(np.float32)
+            _log.append(float(x.sum()))
+            return x, (x[..., 0] > 1.0).astype(np.int32)          # ~16 % foreground
+        keras.utils.set_random_seed(3)
+        model = models.unet_3d((8, 8, 8, 1), 2, levels=2, root_filters=2)
+        hist = train.fit(model, sample_batch, iterations=3, learning_rate=0.01, seed=3, progress=False,
+                         class_weight_power=power, weight_samples=5)
+        if power:
+            w = np.array(hist["class_weights"])
+            assert w.shape == (2,) and w[1] > 2 * w[0]          # the rare class weighs more
+        else:
+            assert hist["class_weights"] is None
+    assert seen[0.5][-3:] == seen[0.0]                         # the 5 estimation draws use their own generator
+    with pytest.raises(ValueError, match="class_weight_power"):
+        train.fit(model, _tiny_problem(), iterations=1, learning_rate=0.01, seed=0, progress=False,
+                  class_weight_power=-1.0)
 
 
 # --------------------------------------------------------------------------- learning
