@@ -384,9 +384,11 @@ def save_model(model, path) -> Path:
 
 def load_model(path):
     """Load a ``.keras`` model (compile=False: inference only)."""
+    path = Path(path)
+    if not path.exists():                # checked first: a missing file fails without a TensorFlow import
+        raise FileNotFoundError(f"{path}: no such model file (run the training stage first: dvc repro)")
     import keras  # deferred: importing llseg.io must not pull in TensorFlow
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such model file (run the training stage first: dvc repro)")
+    from . import models  # noqa: F401  (registers llseg's custom layers, e.g. SegNet's MaxUnpooling3D)
+
     return keras.models.load_model(path, compile=False)

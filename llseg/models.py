@@ -17,7 +17,9 @@ Conventions shared by every builder (paper sections 2.2.1-2.2.3):
   and every spatial input size must be divisible by ``2 ** (levels - 1)``
   (:func:`model_divisor`). A spatial size may be ``None`` for a fully convolutional model
   that accepts any (divisible) size;
-* no custom layers, so ``keras.saving.load_model`` needs nothing from this module.
+* one custom layer, :class:`MaxUnpooling3D` (SegNet's unpooling), registered with Keras
+  as ``"llseg>MaxUnpooling3D"``: a saved SegNet loads once this module has been imported
+  (``import llseg.models``); the U-Net and FCN-8s use built-in layers only.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ import logging
 import numbers
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 __all__ = [
     "ARCHS",
@@ -33,6 +35,7 @@ __all__ = [
     "unet_3d",
     "fcn8s_3d",
     "segnet_3d",
+    "MaxUnpooling3D",
     "build_model",
     "model_divisor",
     "unet_param_count",
@@ -296,6 +299,73 @@ def fcn8s_3d(input_shape, n_classes: int, *, root_filters: int = 16, levels: int
     return keras.Model(inputs, outputs, name=name or f"fcn8s3d_l{levels}_f{root_filters}")
 
 
+def _upsample2(t):
+    """Nearest-neighbour x2 along X, Y and Z of a ``(N, X, Y, Z, C)`` tensor."""
+    for axis in (1, 2, 3):
+        t = ops.repeat(t, 2, axis=axis)
+    return t
+
+
+@keras.saving.register_keras_serializable(package="llseg")
+class MaxUnpooling3D(layers.Layer):
+    """SegNet unpooling: place each value at the position its 2x2x2 max-pooling took it from.
+
+    Called on ``[x, features]``: ``x`` is the tensor to unpool, ``(N, X/2, Y/2, Z/2, C)``;
+    ``features`` is the encoder tensor *before* its 2x2x2 max-pooling (stride 2),
+    ``(N, X, Y, Z, C)`` with the same channel count C. Returns ``(N, X, Y, Z, C)``: every value
+    of ``x`` copied to the voxel(s) of its 2x2x2 window where ``features`` reached the window's
+    maximum (the pooling "switches"), zeros elsewhere. Channels-last, any Keras backend.
+
+    Notes
+    -----
+    The switches are recomputed from ``features`` as the mask
+    ``M = (features == upsample(max_pool(features)))`` rather than stored as flat argmax
+    indices (Keras has no max-pooling-with-argmax op on all backends); the values are the
+    same as the encoder's pooling layer's. The output is ``upsample(x) * M``, with ``upsample``
+    nearest-neighbour x2.
+
+    Ties: a window whose maximum occurs more than once (typically a window of ReLU zeros)
+    has several ones in ``M`` and receives the value at each of them, whereas SegNet's stored
+    index picks a single position.
+
+    No gradient flows through ``M`` (it is built under ``stop_gradient``; the comparison is
+    not differentiable anyway): ``features`` gets no gradient from this layer, ``x`` gets the
+    gradient summed over its window's switch positions.
+
+    References
+    ----------
+    Badrinarayanan, Kendall and Cipolla, "SegNet", IEEE TPAMI 39(12) 2017, section 3, Fig. 3.
+    """
+
+    def build(self, input_shape):
+        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+            raise ValueError(f"{self.name}: expected two inputs [x, features], got shapes {input_shape!r}")
+        x_shape, f_shape = (tuple(s) for s in input_shape)
+        if len(x_shape) != 5 or len(f_shape) != 5:
+            raise ValueError(f"{self.name}: expected 5-D (N, X, Y, Z, C) inputs, got x {x_shape} and "
+                             f"features {f_shape}")
+        if x_shape[-1] is not None and f_shape[-1] is not None and x_shape[-1] != f_shape[-1]:
+            raise ValueError(f"{self.name}: x and features must have the same channel count, got x {x_shape} "
+                             f"and features {f_shape}")
+        for xs, fs in zip(x_shape[1:4], f_shape[1:4]):
+            if xs is not None and fs is not None and fs != 2 * xs:
+                raise ValueError(f"{self.name}: features must be twice the size of x along X, Y, Z, got x "
+                                 f"{x_shape} and features {f_shape}")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        x, features = inputs                                            # (N, X/2, .., C), (N, X, .., C)
+        features = ops.stop_gradient(features)
+        peak = _upsample2(ops.max_pool(features, 2, strides=2, padding="valid",
+                                       data_format="channels_last"))    # (N, X, Y, Z, C): window maxima
+        mask = ops.cast(ops.equal(features, peak), self.compute_dtype)  # 1 at the switch positions
+        return _upsample2(x) * mask                                     # (N, X, Y, Z, C)
+
+    def compute_output_shape(self, input_shape):
+        x_shape, f_shape = input_shape
+        return (*tuple(f_shape)[:-1], tuple(x_shape)[-1])
+
+
 def segnet_3d(input_shape, n_classes: int, *, root_filters: int = 16, levels: int = 5,
               name: str | None = None) -> keras.Model:
     """Build a 3-D analogue of SegNet (Badrinarayanan et al. 2017) for the paper's ablation.
@@ -325,23 +395,42 @@ def segnet_3d(input_shape, n_classes: int, *, root_filters: int = 16, levels: in
 
     Notes
     -----
-    Encoder as in :func:`unet_3d` (plain blocks). The decoder mirrors it: at each level
-    up, a x2 unpooling then two conv units with that level's filter count; *no* skip
-    concatenation (the defining difference from the U-Net). A 1x1x1 convolution and softmax
-    end the network.
+    With ``f_i = root_filters * 2**i``: encoder level ``i`` (above the bottom) is the plain
+    block with ``f_i`` filters, giving ``E_i``, then a 2x2x2 max-pooling. Every remaining
+    block (the bottom level and each decoder level) is two conv units, ``f_i`` then
+    ``f_{i-1}`` filters (``f_0`` at level 0): as in SegNet, where each decoder block's last
+    convolution reduces the channels to the next level up's, so that they match ``E_{i-1}``.
+    Going up to level ``i``, the decoder unpools with the encoder's max-pooling switches
+    (:class:`MaxUnpooling3D` on ``[decoder, E_i]``: each value goes back to where the max
+    of its 2x2x2 window was, zeros elsewhere), then applies that level's block. There is
+    *no* skip concatenation (the defining difference from the U-Net: only the switches
+    pass from encoder to decoder). A 1x1x1 convolution and softmax end the network.
 
-    Simplification: SegNet unpools with the encoder's max-pooling *indices*. Keras has no
-    max-unpooling layer, so unpooling here is nearest-neighbour ``UpSampling3D`` (each
-    value copied into its 2x2x2 cell); the following convolutions learn to refine it. The
-    original's variable conv count per level (2-2-3-3-3) is replaced by two per level.
+    Simplification: the original's variable conv count per level (2-2-3-3-3) is replaced by
+    two per level, and its encoder and decoder blocks at the coarsest scale (around the
+    fifth pooling) by the single bottom block. Ties in a pooling window are unpooled to
+    every tied position (see :class:`MaxUnpooling3D`).
     """
     _check_common(n_classes, root_filters)
     shape = _check_input_shape(input_shape, levels)
-    inputs = keras.Input(shape=shape, name="image")
-    x = _vgg_encoder(inputs, levels, root_filters)[-1]
+
+    def out_filters(i):                                                 # channels of E_{i-1}
+        return root_filters * 2 ** max(i - 1, 0)
+
+    inputs = keras.Input(shape=shape, name="image")                     # (N, X, Y, Z, C)
+    x = inputs
+    feats = []
+    for i in range(levels - 1):
+        x = _plain_block(x, root_filters * 2**i, f"enc{i}")             # E_i: (N, X/2^i, ..., f_i)
+        feats.append(x)
+        x = layers.MaxPooling3D(2, name=f"enc{i}_pool")(x)
+    b = levels - 1
+    x = _conv_unit(x, root_filters * 2**b, f"enc{b}_1")
+    x = _conv_unit(x, out_filters(b), f"enc{b}_2")                      # (N, X/2^b, ..., f_{b-1})
     for i in reversed(range(levels - 1)):
-        x = layers.UpSampling3D(2, name=f"dec{i}_unpool")(x)            # (N, X/2^i, ..., f*2^(i+1))
-        x = _plain_block(x, root_filters * 2**i, f"dec{i}")
+        x = MaxUnpooling3D(name=f"dec{i}_unpool")([x, feats[i]])        # (N, X/2^i, ..., f_i)
+        x = _conv_unit(x, root_filters * 2**i, f"dec{i}_1")
+        x = _conv_unit(x, out_filters(i), f"dec{i}_2")                  # (N, X/2^i, ..., f_{i-1})
     x = layers.Conv3D(n_classes, 1, name="logits")(x)
     outputs = layers.Activation("softmax", dtype="float32", name="softmax")(x)
     return keras.Model(inputs, outputs, name=name or f"segnet3d_l{levels}_f{root_filters}")

@@ -184,3 +184,15 @@ def test_load_cached_labels_checks_and_damaged_copy_is_reloaded(tmp_path):
     with pytest.raises(Exception, match="bad.nii.gz"):
         io.load_cached(bad, kind="image", cache_dir=cache)
     assert not list(cache.glob("image_bad*"))                     # nothing cached for a bad file
+
+
+def test_load_model_missing_file_fails_without_importing_tensorflow(tmp_path):
+    import subprocess
+    import sys
+    code = ("import sys; from llseg import io\n"
+            "try:\n    io.load_model(sys.argv[1])\nexcept FileNotFoundError as e:\n    print(e)\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "nope.keras")], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert "nope.keras: no such model file" in out[0]
+    assert out[1] == "False False"

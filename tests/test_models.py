@@ -117,8 +117,18 @@ def test_residual_block_shortcuts():
 
 def test_segnet_has_no_skips_and_fcn_fuses_three_scales():
     seg = models.segnet_3d((16, 16, 16, 1), 2, root_filters=2, levels=5)
-    assert not [l for l in seg.layers if isinstance(l, keras.layers.Concatenate)]
-    assert len([l for l in seg.layers if isinstance(l, keras.layers.UpSampling3D)]) == 4
+    assert not [l for l in seg.layers if isinstance(l, (keras.layers.Concatenate, keras.layers.UpSampling3D))]
+    unpools = [l for l in seg.layers if isinstance(l, models.MaxUnpooling3D)]
+    assert [l.name for l in unpools] == ["dec3_unpool", "dec2_unpool", "dec1_unpool", "dec0_unpool"]
+    # each unpooling takes the deeper decoder output and the encoder features of its level
+    for i, layer in enumerate(reversed(unpools)):
+        x_in, feat_in = layer._inbound_nodes[0].input_tensors
+        assert feat_in is seg.get_layer(f"enc{i}_2_relu").output
+        assert x_in is seg.get_layer(f"enc{i + 1}_2_relu" if i == 3 else f"dec{i + 1}_2_relu").output
+    # the last conv of every block below the top reduces the channels to the level above's
+    assert [seg.get_layer(f"enc{i}_2_conv").filters for i in range(5)] == [2, 4, 8, 16, 16]
+    assert [seg.get_layer(f"dec{i}_2_conv").filters for i in range(4)] == [2, 2, 4, 8]
+    assert [seg.get_layer(f"dec{i}_1_conv").filters for i in range(4)] == [2, 4, 8, 16]
     fcn = models.fcn8s_3d((16, 16, 16, 1), 2, root_filters=2, levels=5)
     scores = sorted(l.name for l in fcn.layers if l.name.startswith("score"))
     assert scores == ["score2", "score3", "score4"]
@@ -127,10 +137,145 @@ def test_segnet_has_no_skips_and_fcn_fuses_three_scales():
 
 
 def test_models_reload_from_config_without_custom_objects():
+    # segnet's MaxUnpooling3D is registered ("llseg>MaxUnpooling3D") by importing llseg.models
     for arch in models.ARCHS:
         model = models.build_model(arch, (16, 16, 16, 1), 2, levels=3, root_filters=2)
         clone = keras.models.model_from_json(model.to_json())
         assert clone.count_params() == model.count_params()
+
+
+# --------------------------------------------------------------------------- segnet unpooling
+
+
+def _unpool(x, features):
+    return np.asarray(models.MaxUnpooling3D()([np.asarray(x, np.float32), np.asarray(features, np.float32)]))
+
+
+def test_unpooling_known_answer_values_land_at_argmax():
+    # two 2x2x2 windows along X, two channels; every maximum is unique
+    feat = np.zeros((1, 4, 2, 2, 2), np.float32)
+    rng = np.random.default_rng(0)
+    feat[...] = rng.permutation(32).reshape(feat.shape)             # distinct values
+    ones = np.ones((1, 2, 1, 1, 2), np.float32)
+    out = _unpool(ones, feat)
+    assert out.shape == (1, 4, 2, 2, 2)
+    expected = np.zeros_like(feat)
+    for w in range(2):
+        for c in range(2):
+            window = feat[0, 2 * w:2 * w + 2, :, :, c]
+            ix, iy, iz = np.unravel_index(np.argmax(window), window.shape)
+            expected[0, 2 * w + ix, iy, iz, c] = 1.0
+    np.testing.assert_array_equal(out, expected)
+    assert out.sum() == 4                                             # one 1 per window and channel
+    # values (not just ones) are carried to the same positions
+    vals = np.array([3.5, -2.0, 7.0, 0.25], np.float32).reshape(1, 2, 1, 1, 2)
+    np.testing.assert_array_equal(_unpool(vals, feat), expected * np.repeat(vals, 2, axis=1))
+
+
+def test_unpooling_hand_built_corner_and_ties():
+    feat = np.zeros((1, 2, 2, 2, 1), np.float32)
+    feat[0, 1, 0, 1, 0] = 5.0                                         # the single max at (1, 0, 1)
+    out = _unpool(np.full((1, 1, 1, 1, 1), 2.0), feat)[0, ..., 0]
+    assert out[1, 0, 1] == 2.0 and np.count_nonzero(out) == 1
+    # a window of ReLU zeros ties everywhere: the value goes to all 8 positions (documented)
+    np.testing.assert_array_equal(_unpool(np.ones((1, 1, 1, 1, 1)), np.zeros((1, 2, 2, 2, 1))),
+                                  np.ones((1, 2, 2, 2, 1)))
+    # a two-way tie gives two ones, negative features work too
+    feat = -np.ones((1, 2, 2, 2, 1), np.float32)
+    feat[0, 0, 0, 0, 0] = feat[0, 1, 1, 1, 0] = 0.5
+    assert np.flatnonzero(_unpool(np.ones((1, 1, 1, 1, 1)), feat)).tolist() == [0, 7]
+
+
+def test_unpooling_anisotropic_grid_and_batch():
+    rng = np.random.default_rng(1)
+    feat = rng.normal(size=(2, 4, 6, 2, 3)).astype(np.float32)
+    x = rng.normal(size=(2, 2, 3, 1, 3)).astype(np.float32)
+    out = _unpool(x, feat)
+    assert out.shape == (2, 4, 6, 2, 3)
+    # each window holds exactly its x value, once, at the position of its maximum
+    win = out.reshape(2, 2, 2, 3, 2, 1, 2, 3).transpose(0, 1, 3, 5, 7, 2, 4, 6).reshape(2, 2, 3, 1, 3, 8)
+    fwin = feat.reshape(2, 2, 2, 3, 2, 1, 2, 3).transpose(0, 1, 3, 5, 7, 2, 4, 6).reshape(2, 2, 3, 1, 3, 8)
+    assert np.all(np.count_nonzero(win, axis=-1) == 1)
+    np.testing.assert_array_equal(np.take_along_axis(win, fwin.argmax(-1)[..., None], -1)[..., 0], x)
+
+
+def test_unpooling_gradient_goes_to_x_only():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("gradient check written with tf.GradientTape")
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    feat = tf.constant(rng.normal(size=(1, 4, 4, 2, 2)).astype(np.float32))
+    x = tf.constant(rng.normal(size=(1, 2, 2, 1, 2)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([x, feat])
+        loss = tf.reduce_sum(models.MaxUnpooling3D()([x, feat]) * 3.0)
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), 3.0)  # one switch per window
+    g_feat = tape.gradient(loss, feat)
+    assert g_feat is None or not np.any(g_feat.numpy())
+
+
+@pytest.mark.parametrize("x_shape, f_shape, match", [
+    ((None, 2, 2, 2, 3), (None, 4, 4, 4, 2), "same channel count"),
+    ((None, 2, 2, 2, 2), (None, 4, 4, 6, 2), "twice the size"),
+    ((None, 2, 2, 2), (None, 4, 4, 4), "5-D"),
+])
+def test_unpooling_bad_shapes(x_shape, f_shape, match):
+    with pytest.raises(ValueError, match=match):
+        models.MaxUnpooling3D()([keras.Input(batch_shape=x_shape), keras.Input(batch_shape=f_shape)])
+
+
+def test_segnet_unpools_at_the_encoder_switches():
+    # inside a built segnet, dec0_unpool = upsample(bottom output) where enc0's output is its
+    # 2x2x2 window maximum, 0 elsewhere (nearest upsampling would fill every voxel)
+    keras.utils.set_random_seed(2)
+    model = models.segnet_3d((4, 4, 4, 1), 2, levels=2, root_filters=3)
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in ("enc0_2_relu", "enc1_2_relu",
+                                                                          "dec0_unpool")])
+    x = np.random.default_rng(5).normal(size=(1, 4, 4, 4, 1)).astype(np.float32)
+    enc, deep, unpooled = (np.asarray(t) for t in probe(x, training=False))
+    up = lambda t: t.repeat(2, 1).repeat(2, 2).repeat(2, 3)           # noqa: E731
+    peak = up(enc.reshape(1, 2, 2, 2, 2, 2, 2, 3).max(axis=(2, 4, 6)))
+    np.testing.assert_array_equal(unpooled, up(deep) * (enc == peak))
+    assert np.count_nonzero(unpooled) < unpooled.size                # some voxels are not switches
+
+
+def test_segnet_dynamic_shape_and_round_trip_in_fresh_process(tmp_path):
+    import subprocess
+    import sys
+
+    from llseg import io
+
+    keras.utils.set_random_seed(0)
+    model = models.segnet_3d((None, None, None, 1), 2, levels=3, root_filters=2)
+    x = np.random.default_rng(3).normal(size=(1, 8, 12, 4, 1)).astype(np.float32)
+    p = np.asarray(model(x, training=False))
+    assert p.shape == (1, 8, 12, 4, 2)
+    path = io.save_model(model, tmp_path / "segnet.keras")
+    np.testing.assert_array_equal(np.asarray(io.load_model(path)(x, training=False)), p)
+    np.save(tmp_path / "x.npy", x)
+    code = ("import numpy as np, llseg.models\nfrom llseg import io\n"
+            f"m = io.load_model({str(path)!r})\nx = np.load({str(tmp_path / 'x.npy')!r})\n"
+            f"np.save({str(tmp_path / 'p.npy')!r}, np.asarray(m(x, training=False)))\n")
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), p)
+
+
+def test_tiny_segnet_learns():
+    # a bright cube on noise; 30 Adam steps on one 16^3 sample must cut the loss clearly
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(4)
+    img = rng.normal(0.0, 0.3, size=(2, 16, 16, 16, 1)).astype(np.float32)
+    lab = np.zeros((2, 16, 16, 16), np.int32)
+    lab[0, 3:9, 5:12, 4:10] = 1
+    lab[1, 8:14, 2:7, 9:15] = 1
+    img[lab == 1] += 1.0
+    model = models.segnet_3d((16, 16, 16, 1), 2, levels=3, root_filters=4)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy")
+    losses = [float(model.train_on_batch(img, lab)) for _ in range(30)]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:3]), losses
 
 
 # --------------------------------------------------------------------------- parameter counts
@@ -155,6 +300,33 @@ def test_param_count_other_blocks_equals_keras(block, in_ch, k, levels, root):
     model = models.unet_3d((None, None, None, in_ch), k, levels=levels, root_filters=root, block=block)
     assert model.count_params() == models.unet_param_count(in_ch, k, levels=levels, root_filters=root,
                                                            block=block)
+
+
+def _segnet_param_count(in_ch, k, levels, root):
+    """Hand count of segnet_3d: encoder blocks f_i; bottom and decoder blocks f_i then f_{i-1}."""
+    f = [root * 2**i for i in range(levels)]
+    out = [f[max(i - 1, 0)] for i in range(levels)]
+    conv_bn = lambda a, b: 27 * a * b + 4 * b                         # noqa: E731 (no bias + BN)
+    total, c = 0, in_ch
+    for i in range(levels - 1):
+        total += conv_bn(c, f[i]) + conv_bn(f[i], f[i])
+        c = f[i]
+    total += conv_bn(c, f[-1]) + conv_bn(f[-1], out[-1])              # bottom
+    for i in reversed(range(levels - 1)):
+        total += conv_bn(f[i], f[i]) + conv_bn(f[i], out[i])          # unpooled input has f_i channels
+    return total + f[0] * k + k                                       # 1x1x1 head with bias
+
+
+def test_segnet_param_count_known_answer():
+    # levels 2, root 2: enc0 (54+8)+(108+8); bottom (216+16)+(216+8); dec0 (108+8)+(108+8); head 6
+    assert _segnet_param_count(1, 2, 2, 2) == 872
+    assert models.segnet_3d((2, 2, 2, 1), 2, levels=2, root_filters=2).count_params() == 872
+
+
+@pytest.mark.parametrize("in_ch, k, levels, root", [(1, 2, 1, 4), (1, 2, 5, 2), (2, 5, 3, 3), (1, 2, 5, 16)])
+def test_param_count_segnet_equals_keras(in_ch, k, levels, root):
+    model = models.segnet_3d((None, None, None, in_ch), k, levels=levels, root_filters=root)
+    assert model.count_params() == _segnet_param_count(in_ch, k, levels, root)
 
 
 def test_paper_stage2_network_size():
