@@ -52,9 +52,11 @@ class Case:
 
 
 def case_paths(root, case: str) -> dict[str, Path]:
-    """Paths of one case's files under a cohort root."""
+    """Paths of one case's files under a cohort root: the existing ``.nii.gz`` or ``.nii`` file of
+    the image and the label map (``.nii.gz`` when there is none, the name new files get)."""
     root = Path(root)
-    return {"image": root / IMAGES / f"{case}.nii.gz", "labels": root / LABELS / f"{case}.nii.gz",
+    return {"image": _find(root / IMAGES, case) or root / IMAGES / f"{case}.nii.gz",
+            "labels": _find(root / LABELS, case) or root / LABELS / f"{case}.nii.gz",
             "subject": root / SUBJECTS / f"{case}.json"}
 
 

@@ -1,4 +1,4 @@
-"""Exports for ``llseg segment``: per-subject muscle volumes and label colour tables.
+"""Exports of ``llseg segment`` and ``llseg predict``: muscle volumes and label colour tables.
 
 Everything here returns Python objects or strings; writing them to disk is ``llseg.io``'s job
 (``io.write_csv`` for :func:`volume_table`, ``io.write_text`` for the colour tables). Label
@@ -194,14 +194,21 @@ def slicer_color_table(*, title: str = "llseg lower-limb muscles") -> str:
     -----
     Format of Slicer's "discrete scale color lookup table" text file: header lines start
     with ``#``, the first being ``# Color table file <name>``; data lines are
-    space-separated ``index name red green blue opacity`` with names free of spaces.
-    Load it in Slicer with *Data > Add data*, then pick it as the label map's lookup table.
+    space-separated ``index name red green blue opacity`` with names free of spaces (the
+    format asks for underscores instead). In Slicer, load the ``.ctbl`` first (*File > Add
+    Data*), then add the label map with *Description* = ``Segmentation`` and this table as
+    *Color node* in the options (segment names and colours then come from the table), or as a
+    ``LabelMap`` volume with this table as its colour table. ``llseg segment`` writes it as
+    ``<stem>.ctbl`` beside ``<stem>.nii.gz``; ``llseg predict`` writes ``llseg_labels.ctbl``
+    once per output folder.
 
     References
     ----------
     3D Slicer documentation, "Colors: Color table file format (.txt, .ctbl)",
     https://slicer.readthedocs.io/en/latest/developer_guide/modules/colors.html ; writer:
-    ``vtkMRMLColorTableStorageNode::WriteCtblFile`` in Slicer's source.
+    ``vtkMRMLColorTableStorageNode::WriteCtblFile`` in Slicer's source. Loading a label map
+    with a colour table: "Segmentations: Import an existing segmentation from volume file",
+    https://slicer.readthedocs.io/en/latest/user_guide/modules/segmentations.html
     """
     rgb = _region_rgb255()
     lines = [f"# Color table file {title}", f"# {anatomy.N_REGIONS + 1} values", "0 background 0 0 0 0"]
@@ -250,7 +257,11 @@ def itksnap_label_descriptions() -> str:
     Format written by ITK-SNAP's *Label Editor > Actions > Export* (``ColorLabelTable::
     SaveToFile``): ``#`` comment lines, then per label ``IDX R G B A VIS MSH "LABEL"`` with
     R, G, B in 0..255, A (opacity) in 0..1, VIS and MSH 0 or 1, the description in double
-    quotes. Load it with *Segmentation > Import Label Descriptions*.
+    quotes. Load it with *Segmentation > Import Label Descriptions...* after *File > Open Main
+    Image...* and *Segmentation > Open Segmentation...*, or on the command line with
+    ``itksnap -g scan.nii.gz -s labels.nii.gz -l labels_itksnap.txt``. ``llseg segment`` writes
+    it as ``<stem>_itksnap.txt``; ``llseg predict`` writes ``llseg_itksnap.txt`` once per
+    output folder.
 
     References
     ----------

@@ -585,24 +585,30 @@ def test_predict_missing_models_dir_is_a_clear_error(study, tmp_path, capsys):
 
 
 def _sh(cmd, cwd, env, timeout=1800) -> str:
+    """Run ``cmd``; fail the test with its output tail unless it exits 0; return its stdout."""
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (f"{' '.join(cmd)} exited {proc.returncode}:\n"
+    assert proc.returncode == 0, (f"{' '.join(map(str, cmd))} exited {proc.returncode}:\n"
                                   f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc.stdout
+
+
+def clone_repo(tmp_path) -> tuple[Path, dict]:
+    """A fresh git clone of this repository under ``tmp_path`` and the environment to run it in."""
+    clone = tmp_path / "study"
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True, timeout=120)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           "PYTHONPATH": str(clone),           # the clone's llseg, not the editable install's
+           "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg", "DVC_NO_ANALYTICS": "1"}
+    _sh(["git", "config", "user.name", "llseg test"], clone, env)
+    _sh(["git", "config", "user.email", "test@llseg.invalid"], clone, env)
+    return clone, env
 
 
 @pytest.mark.slow
 def test_dvc_repro_smoke_study_in_a_clone(tmp_path):
     """The committed repository alone runs the whole study with ``dvc repro`` (smoke profile)."""
     t0 = time.perf_counter()
-    clone = tmp_path / "study"
-    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(clone)], check=True, timeout=120)
-    bin_dir = str(Path(sys.executable).parent)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-           "PYTHONPATH": str(clone),           # the clone's llseg, not the editable install's
-           "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg", "DVC_NO_ANALYTICS": "1"}
-    _sh(["git", "config", "user.name", "llseg test"], clone, env)
-    _sh(["git", "config", "user.email", "test@llseg.invalid"], clone, env)
+    clone, env = clone_repo(tmp_path)
     imported = _sh([sys.executable, "-c", "import llseg; print(llseg.__file__)"], clone, env)
     assert Path(imported.strip()).is_relative_to(clone)
     _sh(["llseg", "profile", "smoke"], clone, env)

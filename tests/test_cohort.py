@@ -1,6 +1,9 @@
-"""Cohort: phantom case generation through the simulator, split, layout, bit-for-bit regeneration."""
+"""Cohort: phantom case generation through the simulator, split, layout, bit-for-bit regeneration;
+``llseg check`` on each kind of bad case; (slow) retraining the study on a user's own cohort."""
 import hashlib
+import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +94,219 @@ def test_phantom_command_regenerates_bit_for_bit(tmp_path):
     lab = io.load_labels(tmp_path / "d1" / "labels" / "phantom_000.nii.gz")
     assert len(set(np.unique(lab.data)) - {0}) >= 60  # nearly all 70 regions even at 4 x 4 x 20 mm
     assert max(np.unique(lab.data)) <= anatomy.N_REGIONS
+
+
+# --------------------------------------------------------------------------- llseg check: each kind of bad cohort
+
+
+def _complete_case():
+    """A 24 x 16 x 14 RAS+ case at 2 x 2 x 5 mm holding all 70 regions: right-leg ids (1..35) in the
+    x >= 13 half (larger world x = the subject's right), left-leg ids (36..70) mirrored into x <= 10."""
+    labels = np.zeros((24, 16, 14), np.uint8)
+    ids = 1 + (np.arange(16 * 14).reshape(16, 14) % anatomy.N_MUSCLES)     # (Y, Z): every muscle id at least once
+    labels[13:23] = ids[None]
+    labels[1:11] = ids[None] + anatomy.N_MUSCLES
+    image = np.where(labels > 0, 0.5, 0.05).astype(np.float32)
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    affine[:3, 3] = [-24.0, -16.0, -35.0]
+    return image, labels, affine
+
+
+def _write(root, case, image, labels, affine, *, label_affine=None, ext=".nii.gz"):
+    io.save_nifti(root / "images" / f"{case}{ext}", image, affine)
+    if labels is not None:
+        io.save_nifti(root / "labels" / f"{case}{ext}", labels, affine if label_affine is None else label_affine,
+                      dtype=np.uint8)
+
+
+def _bad_case(kind, image, labels, affine):
+    """(image, labels, affine, label_affine, file the message must name, words it must contain)."""
+    right_soleus, left_soleus = anatomy.label_id("soleus", "right"), anatomy.label_id("soleus", "left")
+    lab, img, label_affine, blame = labels.copy(), image, None, "labels"
+    if kind == "left/right labels swapped":
+        lab = np.where(labels > anatomy.N_MUSCLES, labels - anatomy.N_MUSCLES,
+                       np.where(labels > 0, labels + anatomy.N_MUSCLES, 0)).astype(np.uint8)
+        words = ["left/right look swapped"]
+    elif kind == "left/right mirrored data":          # image and labels mirrored in x, header unchanged
+        img, lab = image[::-1].copy(), labels[::-1].copy()
+        words = ["left/right look swapped"]
+    elif kind == "spacing out of range":               # 30 mm slices
+        affine = affine @ np.diag([1.0, 1.0, 6.0, 1.0])
+        words, blame = ["voxel size", "exceeds 25.0 mm"], "images"
+    elif kind == "missing region":
+        lab[lab == left_soleus] = 0
+        words = ["1 of 70 regions missing", "Soleus (left)"]
+    elif kind == "missing label map":
+        lab, words = None, ["missing label map"]
+    elif kind == "unknown label":
+        lab[0, 0, 0] = 99
+        words = ["unknown label id(s) 99"]
+    elif kind == "geometry: shape":
+        lab, words = labels[:, :, :-1].copy(), ["shape (24, 16, 13) does not match"]
+    elif kind == "geometry: shifted affine":
+        label_affine = affine.copy()
+        label_affine[2, 3] += 10.0
+        words = ["affine differs", "10 mm"]
+    elif kind == "geometry: flipped affine":           # x axis flipped in the header only
+        label_affine = affine @ np.diag([-1.0, 1.0, 1.0, 1.0])
+        words = ["affine differs"]
+    else:
+        raise AssertionError(kind)
+    assert right_soleus in labels
+    return img, lab, affine, label_affine, blame, words
+
+
+BAD_KINDS = ["left/right labels swapped", "left/right mirrored data", "spacing out of range", "missing region",
+             "missing label map", "unknown label", "geometry: shape", "geometry: shifted affine",
+             "geometry: flipped affine"]
+
+
+def test_check_passes_a_complete_cohort_in_any_orientation_and_extension(tmp_path, capsys):
+    """The reference for the test below: all 70 regions, RAS+ / LPS / permuted storage, .nii and .nii.gz."""
+    import nibabel as nib
+
+    image, labels, affine = _complete_case()
+    _write(tmp_path, "ras", image, labels, affine)
+    for case, ornt in (("lps", [[0, -1], [1, -1], [2, 1]]), ("yxz", [[1, 1], [0, 1], [2, 1]])):
+        stored = [nib.Nifti1Image(a, affine).as_reoriented(np.array(ornt)) for a in (image, labels)]
+        _write(tmp_path, case, np.asarray(stored[0].dataobj), np.asarray(stored[1].dataobj), stored[0].affine,
+               ext=".nii" if case == "lps" else ".nii.gz")
+    assert (tmp_path / "images" / "lps.nii").exists()
+    assert cli.main(["check", str(tmp_path)]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "3 case(s), 0 with problems" in out and "LPS" in out and "ARS" in out
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_check_flags_each_kind_of_bad_case_naming_the_file(kind, tmp_path, capsys):
+    image, labels, affine = _complete_case()
+    _write(tmp_path, "good", image, labels, affine)
+    img, lab, aff, label_affine, blame, words = _bad_case(kind, image, labels, affine)
+    _write(tmp_path, "bad", img, lab, aff, label_affine=label_affine)
+    assert cli.main(["check", str(tmp_path), "--report", str(tmp_path / "report.json")]) == 1
+    out = capsys.readouterr().out
+    assert "ok  good:" in out and "BAD bad:" in out and "2 case(s), 1 with problems" in out
+    problems = next(c for c in io.read_json(tmp_path / "report.json")["cases"] if c["case"] == "bad")["problems"]
+    assert len(problems) == 1, problems
+    named = str(tmp_path / blame / "bad.nii.gz")
+    assert problems[0].startswith(named), f"{kind}: message does not start with the file: {problems[0]!r}"
+    for word in words:
+        assert word in problems[0], f"{kind}: {word!r} not in {problems[0]!r}"
+    assert problems[0].splitlines()[0] in out
+
+
+# --------------------------------------------------------------------------- (slow) retrain on a user cohort
+
+#: The user's scanner: 2.5 x 2.5 x 8 mm voxels (neither the phantom's 4 x 4 x 20 nor the paper's 1 x 1 x 5),
+#: stored in LPS (DICOM-converted files usually are), as .nii.gz and as uncompressed .nii.
+USER_SPACING_MM = (2.5, 2.5, 8.0)
+LPS = np.array([[0, -1], [1, -1], [2, 1]])  # nibabel orientation transform RAS -> LPS (flip X and Y)
+
+#: On top of the smoke profile (as tests/test_cascade.py): the fewest iterations and levels the pipeline
+#: accepts, so that the 45 trainings are dominated by process start-up and TensorFlow's graph tracing.
+RETRAIN_SHRINK = {("stage1", "iterations"): 2, ("stage1", "levels"): 2, ("stage1", "validate_every"): 1000,
+                  ("stage2", "iterations"): 1, ("stage2", "levels"): 2, ("stage2", "validate_every"): 1000,
+                  ("stage2", "n_tta_boxes"): 2}
+
+
+def write_user_cohort(root, case_ids, *, nii_cases, seed=500) -> dict:
+    """A cohort in the documented layout written with nibabel directly (not by ``llseg phantom``).
+
+    Phantom subjects at the smoke resolution are resampled to ``USER_SPACING_MM`` (linear for the
+    image, nearest for the labels, voxel corners kept), stored in LPS; image float32, labels int16;
+    the cases in ``nii_cases`` as ``.nii``, the others as ``.nii.gz``. Returns case -> stored shape.
+    """
+    import nibabel as nib
+    from scipy import ndimage
+
+    root, shapes = Path(root), {}
+    for i, case in enumerate(case_ids):
+        c = cohort.make_case(seed + i, protocol=("cartesian", "spiral")[i % 2], downscale=0.25, bias_strength=0.6,
+                             noise_sigma=0.02)
+        zoom = np.sqrt((c.affine[:3, :3] ** 2).sum(axis=0)) / np.array(USER_SPACING_MM)
+        image = ndimage.zoom(c.image, zoom, order=1, grid_mode=True, mode="grid-constant")
+        labels = ndimage.zoom(c.labels, zoom, order=0, grid_mode=True, mode="grid-constant")
+        affine = c.affine @ np.diag([*(1 / zoom), 1.0])
+        affine[:3, 3] = c.affine[:3, 3] + c.affine[:3, :3] @ (0.5 / zoom - 0.5)   # same field of view
+        ext = ".nii" if case in nii_cases else ".nii.gz"
+        for kind, data, dtype in (("images", image, np.float32), ("labels", labels, np.int16)):
+            stored = nib.Nifti1Image(data.astype(dtype), affine).as_reoriented(LPS)
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            nib.save(stored, str(root / kind / f"{case}{ext}"))
+        shapes[case] = stored.shape
+    return shapes
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (ROOT / ".git").exists() or shutil.which("git") is None, reason="needs a git checkout")
+def test_retrain_the_study_on_a_user_cohort_in_a_clone(tmp_path):
+    """README "Using your own cohort", step by step, in a clone holding only committed files: a user cohort
+    (LPS, 2.5 x 2.5 x 8 mm, .nii and .nii.gz) passes ``llseg check``, is swapped in with ``dvc add data``,
+    and ``dvc repro`` (smoke profile) retrains the cascade and runs every study notebook unchanged on it."""
+    from ruamel.yaml import YAML
+
+    t0, timings = time.perf_counter(), {}
+    from test_cascade import _sh, clone_repo    # the same clone set-up as the phantom study's repro test
+
+    clone, env = clone_repo(tmp_path)
+    _sh(["llseg", "profile", "smoke"], clone, env)
+    yaml = YAML()
+    doc = yaml.load(clone / "params.yaml")
+    for (section, key), value in RETRAIN_SHRINK.items():
+        doc[section][key] = value
+    yaml.dump(doc, clone / "params.yaml")
+    params = cli.load_params(clone / "params.yaml")
+
+    # The user's cohort replaces data/ (the phantom is never generated in this clone).
+    cases = ["subj_a01", "subj_a02", "subj_b07"]
+    split = cohort.split_cases(cases, test_fraction=params["split"]["test_fraction"], seed=params["split"]["seed"])
+    nii_cases = {split["test"][0], split["train"][0]}       # the shown test case and a training case
+    shutil.rmtree(clone / "data", ignore_errors=True)
+    shapes = write_user_cohort(clone / "data", cases, nii_cases=nii_cases)
+    assert (clone / "data" / "images" / f"{split['test'][0]}.nii").exists()
+    timings["write cohort"] = time.perf_counter() - t0
+
+    out = _sh(["llseg", "check", "data"], clone, env)
+    assert "3 case(s), 0 with problems" in out, out
+    assert out.count("spacing [2.5, 2.5, 8.0] mm LPS") == 3, out
+    _sh(["dvc", "add", "data", "-q"], clone, env)
+    _sh(["git", "add", "-A"], clone, env)
+    _sh(["git", "commit", "-qm", "user cohort"], clone, env)
+    t1 = time.perf_counter()
+    _sh(["dvc", "repro"], clone, env, timeout=3600)
+    timings["dvc repro"] = time.perf_counter() - t1
+    assert "up to date" in _sh(["dvc", "status"], clone, env)
+
+    # The cascade was retrained and evaluated on the user's cases (metrics/*.json are also committed, from
+    # the cpu-profile phantom run: check they are this run's).
+    manifest = io.read_json(clone / "work" / "preprocessed" / "manifest.json")
+    assert manifest["split"] == split and manifest["spacing_mm"] == params["preprocess"]["spacing_mm"]
+    assert io.read_json(clone / "metrics" / "cohort.json")["n_bad"] == 0
+    m = io.read_json(clone / "metrics" / "cascade.json")
+    assert m["n_test_cases"] == len(split["test"]) == len(m["cases"]) == 1
+    assert [c["case"] for c in m["cases"]] == split["test"] and m["spacing_mm"] == manifest["spacing_mm"]
+    assert io.read_json(clone / "models" / "stage1" / "box_priors.json")["n_cases"] == len(split["train"])
+    for case in split["test"]:                               # labels back in the user's own grid and orientation
+        import nibabel as nib
+
+        stored = nib.load(str(clone / "data" / "images" / f"{case}{'.nii' if case in nii_cases else '.nii.gz'}"))
+        pred = nib.load(str(clone / "work" / "predictions" / "labels" / f"{case}.nii.gz"))
+        assert pred.shape == shapes[case] and nib.aff2axcodes(pred.affine) == ("L", "P", "S")
+        np.testing.assert_allclose(pred.affine, stored.affine, atol=1e-4)
+
+    # Every study notebook ran unchanged on the user cohort: its outputs exist and no cell failed.
+    stages = yaml.load(clone / "dvc.yaml")["stages"]
+    notebooks = {name: s for name, s in stages.items() if "papermill" in str(s.get("cmd", ""))}
+    assert {"bias_correction", "walkthrough", "dice_table", "volume_msd", "rendering"} <= set(notebooks)
+    for name, stage in notebooks.items():
+        for entry in stage["outs"]:
+            path = clone / (next(iter(entry)) if isinstance(entry, dict) else entry)
+            assert path.exists() and path.stat().st_size > 0, f"{name}: {path} missing"
+            if path.suffix == ".ipynb":
+                cells = json.loads(path.read_text())["cells"]
+                errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+                assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    executed = (clone / "reports" / "notebooks" / "01_bias_correction.ipynb").read_text()
+    assert split["test"][0] in executed and "phantom_" not in executed
+    timings["total"] = time.perf_counter() - t0
+    print("\n" + "\n".join(f"  retrain on a user cohort, {k}: {v:.0f} s" for k, v in timings.items()))

@@ -184,3 +184,17 @@ def test_parsers_accept_foreign_files_and_reject_bad_lines():
         export.parse_itksnap_label_descriptions('1 255 0 0 2 1 1 "x"\n')
     with pytest.raises(TypeError):
         export.parse_itksnap_label_descriptions(b"1 255 0 0 1 1 1 \"x\"")
+
+
+def test_colour_tables_match_the_figures_label_colormap_and_names_are_unique():
+    """The viewer / figures colour of every label id (``figures.label_colormap``) is the exported one."""
+    cmap = figures.label_colormap()
+    slicer = export.parse_slicer_color_table(export.slicer_color_table(title="x.ctbl"))
+    snap = export.parse_itksnap_label_descriptions(export.itksnap_label_descriptions())
+    for label in range(anatomy.N_REGIONS + 1):
+        r, g, b, a = (int(round(255 * c)) for c in cmap(label))
+        assert slicer[label][1] == (r, g, b, a), label                 # background: (0, 0, 0, 0)
+        assert snap[label][1] == (r, g, b) and snap[label][2] == a / 255, label
+    assert len({name for name, _ in slicer.values()}) == anatomy.N_REGIONS + 1
+    assert len({name for name, _, _ in snap.values()}) == anatomy.N_REGIONS + 1
+    assert export.slicer_color_table(title="x.ctbl").startswith("# Color table file x.ctbl\n")
