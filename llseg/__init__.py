@@ -18,6 +18,10 @@ stage-2 probabilities -> postprocessed labels -> metrics -> figures and tables):
 ``cascade``      both stages and postprocessing on one image, with timings
 ``postprocess``  one component per region, closing, conflicts by probability, contours
 ``metrics``      Dice, mean surface distance, ASSD, HD95, volumes
+``evaluation``   Table 1 against interobserver, volume / MSD summaries (Figure 6)
+``comparison``   Figure 4: stage 1 alone vs stage 2 from different boxes and the six-box average
+``ablation``     Figure 5: architecture variants of the adductor brevis network and their curves
+``claims``       the paper's claims, each with this run's number and a computed verdict
 ``figures``      the paper's figures; ``viewer`` interactive slice viewer; ``export`` tables
 ``cli``          the ``llseg`` command
 

@@ -192,8 +192,9 @@ def _load_study(preprocessed, which: str):
     root = Path(preprocessed)
     manifest = io.read_json(root / "manifest.json")
     cases = manifest["split"][which]
-    images = [io.load_image(root / "image" / f"{c}.nii.gz").data for c in cases]
-    labels = [io.load_labels(root / "labels" / f"{c}.nii.gz").data for c in cases]
+    cache = root.parent / "cache" / root.name       # uncompressed copies (io.load_cached)
+    images = [io.load_cached(root / "image" / f"{c}.nii.gz", kind="image", cache_dir=cache) for c in cases]
+    labels = [io.load_cached(root / "labels" / f"{c}.nii.gz", kind="labels", cache_dir=cache) for c in cases]
     return manifest, cases, images, labels
 
 
@@ -227,13 +228,14 @@ def cmd_train_stage1(args) -> int:
             images, labels, group, factor=factor, levels=int(p["levels"]), root_filters=int(p["root_filters"]),
             iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]) + group,
             augment_kwargs=_augment_kwargs(params), validate=validate, validate_every=int(p["validate_every"]),
-            live=live, progress=not args.quiet)
+            live=live, progress=not args.quiet, class_weight_power=float(p.get("class_weight_power", 0.0)))
     out = Path(args.out)
     io.save_model(model, out)
     io.write_json(out.with_suffix(".json"), {
         "group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES,
         "levels": int(p["levels"]), "root_filters": int(p["root_filters"]), "iterations": int(p["iterations"]),
         "learning_rate": float(p["learning_rate"]), "seconds": history["seconds"],
+        "class_weights": history["class_weights"],
         "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
     print(f"{out}: group {group} trained in {history['seconds']:.0f} s, "
           f"test Dice (low res) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
@@ -284,16 +286,53 @@ def cmd_train_stage2(args) -> int:
     with _live(Path(args.live) / key if args.live else None, bool(args.live)) as live:
         history = train.fit(model, sampler, iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]),
                             seed=int(p["seed"]), validate=validate, validate_every=int(p["validate_every"]),
-                            live=live, progress=not args.quiet)
+                            live=live, progress=not args.quiet,
+                            class_weight_power=float(p.get("class_weight_power", 0.0)))
     out = Path(args.out)
     io.save_model(model, out)
     io.write_json(out.with_suffix(".json"), {
         "muscle": key, "input_size": list(size), "levels": levels, "root_filters": int(p["root_filters"]),
         "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]),
         "ratio_range": list(ratio_range), "seconds": history["seconds"],
+        "class_weights": history["class_weights"],
         "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
     print(f"{out}: {key} {size} trained in {history['seconds']:.0f} s, "
           f"test Dice (GT-box crop) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
+    return 0
+
+
+def cmd_train_variant(args) -> int:
+    from . import ablation, anatomy, io
+
+    params = load_params(args.params)
+    p, s2 = section(params, "ablation", args.params), section(params, "stage2", args.params)
+    divisor = int(p["divisor"])
+    table = ablation.variant_table(p["variants"], divisor=divisor)
+    if args.variant not in table:
+        raise ValueError(f"{args.params}: no variant {args.variant!r} in ablation.variants (has {', '.join(table)})")
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise ValueError(f"{out}: the training record must be a .json file")
+    spec, key = table[args.variant], anatomy.muscle(p["muscle"]).key
+    _, _, images, labels = _load_study(args.preprocessed, "train")
+    _, _, test_images, test_labels = _load_study(args.preprocessed, "test")
+    ratio_range = (float(s2["ratio_min"]), float(s2["ratio_max"]))
+    size = ablation.input_size(labels, key, max_voxels=int(p["max_voxels"]), divisor=divisor, ratio_range=ratio_range)
+    with _live(Path(args.live) / args.variant if args.live else None, bool(args.live)) as live:
+        _, history = ablation.train_variant(
+            images, labels, key, spec, test_images=test_images, test_labels=test_labels, size=size,
+            iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]),
+            validate_every=int(p["validate_every"]), ratio_range=ratio_range, augment_kwargs=_augment_kwargs(params),
+            class_weight_power=float(p["class_weight_power"]), live=live, progress=not args.quiet)
+    io.write_json(out, {  # no .keras file: the ablation keeps only the curves and this record
+        "variant": args.variant, "muscle": key, **spec, "panel": list(spec["panel"]), "input_size": list(size),
+        "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
+        "class_weight_power": float(p["class_weight_power"]), "ratio_range": list(ratio_range),
+        "n_params": history["n_params"], "seconds": history["seconds"],
+        "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
+    print(f"{out}: variant {args.variant} ({spec['arch']}, {spec['levels']} levels, {spec['root_filters']} root "
+          f"filters, {spec['block']}; {history['n_params']:,} parameters) on {key} {size}: {history['seconds']:.0f} s, "
+          f"test Dice {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
     return 0
 
 
@@ -323,7 +362,7 @@ def _cascade_kwargs(params, cfg1, cfg2, priors) -> dict:
 def cmd_predict(args) -> int:
     from tqdm.auto import tqdm
 
-    from . import cascade, io, metrics, preprocess
+    from . import cascade, export, io, metrics, preprocess
 
     params = load_params(args.params)
     manifest, cases, images, truths = _load_study(args.preprocessed, "test")
@@ -357,6 +396,9 @@ def cmd_predict(args) -> int:
                        "seconds_postprocess": res["stage2"]["seconds_postprocess"],
                        "seconds_per_group_mean": float(np.mean(list(res["stage1"]["seconds_per_group"].values()))),
                        "seconds_per_muscle_mean": float(np.mean(list(res["stage2"]["seconds_per_muscle"].values())))})
+    # One colour / label table per output folder, for every labels/<case>.nii.gz (3D Slicer, ITK-SNAP).
+    io.write_text(out / "llseg_labels.ctbl", export.slicer_color_table(title="llseg_labels.ctbl"))
+    io.write_text(out / "llseg_itksnap.txt", export.itksnap_label_descriptions())
     summary = {"n_test_cases": len(cases), "spacing_mm": list(spacing),
                "mean_dice_stage1": float(np.mean([q["dice_stage1"] for q in quality])),
                "mean_dice_stage2": float(np.mean([q["dice_stage2"] for q in quality])),
@@ -449,6 +491,8 @@ def cmd_segment(args) -> int:
     io.save_nifti(out, original, img.original_affine, dtype=np.uint8)
     io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes)
     io.write_json(out.with_name(f"{stem}_contours.json"), contours)
+    io.write_text(out.with_name(f"{stem}.ctbl"), export.slicer_color_table(title=f"{stem}.ctbl"))
+    io.write_text(out.with_name(f"{stem}_itksnap.txt"), export.itksnap_label_descriptions())
     print(f"{out}: {len(np.unique(canonical)) - 1} regions; preprocessing {t_pre:.1f} s, stage 1 "
           f"{sum(res['stage1']['seconds_per_group'].values()):.1f} s, stage 2 + postprocessing "
           f"{sum(res['stage2']['seconds_per_muscle'].values()) + res['stage2']['seconds_postprocess']:.1f} s")
@@ -469,6 +513,34 @@ EPILOG = textwrap.dedent("""\
       llseg evaluate                      score the test predictions (Dice, MSD, volumes)
       llseg segment scan.nii.gz -o scan_muscles.nii.gz
     """)
+
+
+def cmd_claims(args) -> int:
+    import pandas as pd
+
+    from . import claims, io
+
+    params = load_params(args.params)
+    thresholds = section(params, "claims", args.params)
+    stage = str((params.get("evaluation") or {}).get("stage", "stage2"))
+    inputs, sources, notes = {}, {}, []
+    for name in claims.INPUTS:  # a missing file makes its claims "not testable here", never an error
+        path = Path(args.table) if name == "per_region" else Path(args.metrics) / f"{name}.json"
+        sources[name] = str(path)
+        if not path.exists():
+            inputs[name] = None
+            notes.append(f"`{path}` missing: the claims that need it are not testable here.")
+        else:
+            inputs[name] = pd.read_csv(path).to_dict("records") if name == "per_region" else io.read_json(path)
+    found = claims.evaluate_claims(inputs, thresholds, stage=stage, sources=sources)
+    counts = claims.count_verdicts(found)
+    profile = str(params.get("profile", ""))
+    notes.append(f"Per-muscle claims score the `{stage}` labels (params.yaml `evaluation.stage`).")
+    io.write_json(args.json, {"profile": profile, "n_claims": len(found),
+                              **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()}, "claims": found})
+    io.write_text(args.out, claims.claims_markdown(found, profile=profile, notes=notes))
+    print(f"{args.out}: {len(found)} claims; " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -530,6 +602,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--live", help="dvclive folder for loss / Dice curves")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    sp = add("train-variant", cmd_train_variant, "Train one architecture-ablation variant (params.yaml "
+             "'ablation.variants') on the ablation muscle; write its training record (JSON, no model file).",
+             "llseg train-variant --variant residual --live reports/training/ablation --out models/ablation/residual.json")
+    sp.add_argument("--variant", required=True, help="a name under ablation.variants in params.yaml")
+    sp.add_argument("--params", default="params.yaml")
+    sp.add_argument("--preprocessed", default="work/preprocessed")
+    sp.add_argument("--out", required=True, help="training record (.json): settings, parameters, seconds, Dice")
+    sp.add_argument("--live", help="dvclive folder; the curves go to <live>/<variant>/")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
     sp = add("predict", cmd_predict, "Segment the test cases with both stages; write label maps and timings.",
              "llseg predict --out work/predictions --metrics metrics/cascade.json")
     sp.add_argument("--params", default="params.yaml")
@@ -548,6 +630,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table", default="reports/tables/metrics_per_region.csv", help="per-region rows (CSV)")
     sp.add_argument("--metrics", default="metrics/evaluation.json", help="summary (DVC metrics)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    sp = add("claims", cmd_claims, "Check the paper's claims against this run's metrics; verdicts from the "
+             "thresholds in params.yaml 'claims' (missing metrics make a claim 'not testable here').",
+             "llseg claims --metrics metrics --out reports/claims.md --json metrics/claims.json")
+    sp.add_argument("--params", default="params.yaml")
+    sp.add_argument("--metrics", default="metrics", help="folder of the study's metrics/*.json")
+    sp.add_argument("--table", default="reports/tables/metrics_per_region.csv", help="per-region rows (llseg evaluate)")
+    sp.add_argument("--out", default="reports/claims.md", help="Markdown report")
+    sp.add_argument("--json", default="metrics/claims.json", help="counts per verdict and the claims (DVC metrics)")
 
     sp = add("segment", cmd_segment, "Segment one NIfTI scan: 70-region label map in the scan's own space, "
              "muscle volumes (CSV, mL) and contours (JSON).", "llseg segment scan.nii.gz -o scan_muscles.nii.gz")

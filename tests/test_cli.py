@@ -89,3 +89,110 @@ def test_help_has_examples(capsys):
         with pytest.raises(SystemExit):
             cli.main([command, "--help"])
         assert "example:" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- colour / label tables beside label maps
+
+
+def _tables_params(tmp_path) -> Path:
+    """params.yaml with a study grid equal to the ``two_leg_case`` grid (2 x 2 x 5 mm, 24 x 16) and no N4."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["preprocess"].update(n4=False, spacing_mm=[2.0, 2.0, 5.0], fov_mm=[48, 32])
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture
+def fake_cascade(monkeypatch):
+    """No trained networks: ``_load_cascade`` returns placeholders and ``run_cascade`` labels every study-grid
+    voxel with ``flat index % 71``, so all 70 regions (and background) are present; atomic writes are recorded."""
+    import contextlib
+
+    from llseg import cascade
+
+    def run_cascade(s1, s2, image, **kwargs):
+        lab = (np.arange(image.size) % 71).reshape(image.shape).astype(np.uint8)
+        return {"labels": lab, "seconds": 0.3,
+                "stage1": {"labels": lab, "boxes": {}, "estimated": {}, "seconds_per_group": {1: 0.1}},
+                "stage2": {"labels": lab, "seconds_per_muscle": {"soleus": 0.1}, "seconds_postprocess": 0.0}}
+
+    real_atomic = io.atomic_path
+    written = []
+
+    @contextlib.contextmanager
+    def recording_atomic_path(path):
+        written.append(Path(path).name)
+        with real_atomic(path) as tmp:
+            yield tmp
+
+    monkeypatch.setattr(cli, "_load_cascade", lambda models: (None, None, {}, {"part_ranges": {}, "factor": [1, 1, 1]}, {}))
+    monkeypatch.setattr(cascade, "run_cascade", run_cascade)
+    monkeypatch.setattr(io, "atomic_path", recording_atomic_path)
+    return written
+
+
+def _check_tables(ctbl: Path, itksnap: Path):
+    """Both tables list background + 70 regions, parse back, and carry the figures' colours."""
+    from llseg import anatomy, export, figures
+
+    slicer = export.parse_slicer_color_table(ctbl.read_text())
+    snap = export.parse_itksnap_label_descriptions(itksnap.read_text())
+    assert sorted(slicer) == sorted(snap) == list(range(anatomy.N_REGIONS + 1))
+    assert ctbl.read_text().startswith(f"# Color table file {ctbl.name}\n# 71 values\n")
+    cmap = figures.label_colormap()
+    for label, (key, side) in anatomy.REGIONS.items():
+        rgb = tuple(int(round(255 * c)) for c in cmap(label)[:3])
+        assert slicer[label] == (f"{key}_{side}", (*rgb, 255))
+        assert snap[label] == (anatomy.region_name(label), rgb, 1.0)
+    assert slicer[0][1][3] == 0 and snap[0][2] == 0.0                  # background transparent in both
+
+
+def test_segment_writes_slicer_and_itksnap_tables_beside_the_label_map(tmp_path, two_leg_case, fake_cascade, capsys):
+    import csv
+
+    from llseg import anatomy
+
+    image, _, affine = two_leg_case
+    io.save_nifti(tmp_path / "scan.nii.gz", image, affine)
+    out_dir = tmp_path / "out"
+    rc = cli.main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out_dir / "scan_muscles.nii.gz"),
+                   "--models", str(tmp_path / "models"), "--params", str(_tables_params(tmp_path))])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "scan_muscles.ctbl", "scan_muscles.nii.gz", "scan_muscles_contours.json", "scan_muscles_itksnap.txt",
+        "scan_muscles_volumes.csv"]                                        # no temporary files left behind
+    assert {"scan_muscles.ctbl", "scan_muscles_itksnap.txt", "scan_muscles_volumes.csv",
+            "scan_muscles_contours.json"} <= set(fake_cascade)           # every output went through atomic_path
+    _check_tables(out_dir / "scan_muscles.ctbl", out_dir / "scan_muscles_itksnap.txt")
+    # The label map holds every id the tables list; the volume table has one row with left/right asymmetry.
+    labels = io.load_labels(out_dir / "scan_muscles.nii.gz")
+    assert set(np.unique(labels.data)) == set(range(71))
+    (row,) = list(csv.DictReader(open(out_dir / "scan_muscles_volumes.csv")))
+    voxel_ml = 2.0 * 2.0 * 5.0 / 1000
+    soleus_right = anatomy.label_id("soleus", "right")
+    assert float(row["soleus_right_ml"]) == pytest.approx(np.count_nonzero(labels.data == soleus_right) * voxel_ml)
+    r, l = float(row["gracilis_right_ml"]), float(row["gracilis_left_ml"])
+    assert float(row["gracilis_asymmetry_pct"]) == pytest.approx(100 * (r - l) / ((r + l) / 2))
+    assert io.read_json(out_dir / "scan_muscles_contours.json")["regions"]
+
+
+def test_predict_writes_one_pair_of_tables_per_output_folder(tmp_path, cohort_dir, fake_cascade, capsys):
+    params = _tables_params(tmp_path)
+    pre, out = tmp_path / "pre", tmp_path / "predictions"
+    assert cli.main(["preprocess", "--params", str(params), "--data", str(cohort_dir), "--out", str(pre), "-q"]) == 0
+    rc = cli.main(["predict", "--params", str(params), "--preprocessed", str(pre), "--models", str(tmp_path / "m"),
+                   "--out", str(out), "--metrics", str(tmp_path / "cascade.json"), "--tables", str(tmp_path / "t"),
+                   "-q"])
+    assert rc == 0, capsys.readouterr().err
+    test_cases = io.read_json(pre / "manifest.json")["split"]["test"]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == [f"{c}.nii.gz" for c in test_cases]
+    assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*.ctbl"))] == ["llseg_labels.ctbl"]
+    assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*itksnap*"))] == ["llseg_itksnap.txt"]
+    assert {"llseg_labels.ctbl", "llseg_itksnap.txt"} <= set(fake_cascade)
+    assert not [p for p in out.rglob(".*")], "temporary files left behind"
+    _check_tables(out / "llseg_labels.ctbl", out / "llseg_itksnap.txt")
+    labels = io.load_labels(out / "labels" / f"{test_cases[0]}.nii.gz")
+    assert max(np.unique(labels.data)) <= 70

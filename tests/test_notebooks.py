@@ -138,3 +138,158 @@ def test_06_rendering(truth_predictions, tmp_path):
     executed = nbformat.read(str(tmp_path / "06.ipynb"), as_version=4)
     text = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "70 of 70 ground-truth regions predicted; missing: none" in text
+
+
+# ----------------------------------------------------------------------------- defaults work from notebooks/
+
+def _parameter_defaults(path) -> dict:
+    """Name -> literal default of a notebook's ``parameters`` cell."""
+    import ast
+
+    import nbformat
+
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(cell.source).body
+            if isinstance(node, ast.Assign)}
+
+
+def _is_path(name: str, value) -> bool:
+    return isinstance(value, str) and (name.endswith(("_dir", "_path", "_table")) or "/" in value)
+
+
+def test_path_defaults_are_relative_to_notebooks_and_dvc_passes_every_path():
+    """JupyterLab (``make lab``) starts kernels in notebooks/, so a default path must start with "../" and
+    name the file the DVC stage passes from the study root (``-p name root/relative/path``)."""
+    import re
+
+    import yaml
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    problems = []
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        stage = [s for s in stages.values() if f"papermill notebooks/{path.name} " in " ".join(str(s.get("cmd")).split())]
+        if len(stage) != 1:
+            problems.append(f"{path.name}: expected one dvc.yaml stage running it, found {len(stage)}")
+            continue
+        cmd = " ".join(stage[0]["cmd"].split())
+        passed = dict(re.findall(r'-p (\w+) ("[^"]*"|\S+)', cmd))
+        paths = {k: v for k, v in _parameter_defaults(path).items() if _is_path(k, v)}
+        if not paths:
+            problems.append(f"{path.name}: no path parameters found")
+        for name, default in paths.items():
+            if not default.startswith("../"):
+                problems.append(f"{path.name}: {name} = {default!r} does not work from notebooks/ (needs '../')")
+            elif name not in passed:
+                problems.append(f"{path.name}: dvc.yaml does not pass -p {name}")
+            elif (ROOT / passed[name]).resolve() != (NOTEBOOKS / default).resolve():
+                problems.append(f"{path.name}: {name}: default {default!r}, dvc passes {passed[name]!r}")
+    assert not problems, "\n".join(problems)
+
+
+# ----------------------------------------------------------------------------- 02 (Figure 4)
+
+@pytest.fixture(scope="session")
+def two_stage_inputs(smoke_study, tmp_path_factory):
+    """What notebook 02 reads besides the preprocessed study, without training: stage-1 outputs in
+    `llseg predict`'s layout (the truth shifted by one voxel along x with label 6 deleted; boxes = the
+    shifted regions' boxes) and 35 copies of one stand-in stage-2 network: a fixed-input (8, 8, 4)
+    per-voxel classifier, p(muscle) = sigmoid(4 x - 2), which Keras loads and traces ~10x faster than
+    a U-Net (the notebook loads all 35)."""
+    import keras
+    import numpy as np
+
+    from llseg import anatomy, boxes
+
+    pre = smoke_study / "work" / "preprocessed"
+    out = tmp_path_factory.mktemp("two_stage_inputs")
+    for case in io.read_json(pre / "manifest.json")["split"]["test"]:
+        truth = io.load_labels(pre / "labels" / f"{case}.nii.gz")
+        stage1 = np.roll(truth.data, 1, axis=0)
+        stage1[stage1 == 6] = 0
+        io.save_nifti(out / "predictions" / "study" / f"{case}_stage1.nii.gz", stage1, truth.affine, dtype=np.uint8)
+        found = {lab: boxes.bounding_box(stage1 == lab) for lab in anatomy.REGIONS}
+        io.write_json(out / "predictions" / "study" / f"{case}_boxes.json",
+                      {"boxes": {str(k): b.tolist() for k, b in found.items() if b is not None}, "estimated": {}})
+    inp = keras.Input((8, 8, 4, 1))
+    logits = keras.layers.Conv3D(2, 1, name="logits")
+    model = keras.Model(inp, keras.layers.Softmax()(logits(inp)))
+    logits.set_weights([np.array([0.0, 4.0], np.float32).reshape(1, 1, 1, 1, 2), np.array([0.0, -2.0], np.float32)])
+    first = io.save_model(model, out / "models" / "stage2" / f"{anatomy.MUSCLES[0].key}.keras")
+    for m in anatomy.MUSCLES[1:]:
+        shutil.copy(first, out / "models" / "stage2" / f"{m.key}.keras")
+    return {"preprocessed": pre, "predictions": out / "predictions", "models": out / "models"}
+
+
+def test_02_two_stages(two_stage_inputs, tmp_path):
+    import csv
+    import math
+
+    out = tmp_path / "reports"
+    pm.execute_notebook(
+        str(NOTEBOOKS / "02_two_stages.ipynb"), str(tmp_path / "02.ipynb"), progress_bar=False,
+        parameters=dict(preprocessed_dir=str(two_stage_inputs["preprocessed"]), models_dir=str(two_stage_inputs["models"]),
+                        predictions_dir=str(two_stage_inputs["predictions"]), n_tta_boxes=2,
+                        figure_dir=str(out / "figures"), table_dir=str(out / "tables"),
+                        metrics_path=str(out / "two_stages.json")))
+    for stem in ("fig4_two_stages", "fig4_two_stages_dice"):
+        assert (out / "figures" / f"{stem}.png").stat().st_size > 10_000
+        assert (out / "figures" / f"{stem}.svg").exists()
+    m = io.read_json(out / "two_stages.json")
+    variants = {"stage1", "stage2_gt_box", "stage2_box_ratio_low", "stage2_box_ratio_high", "stage2_tta"}
+    assert set(m) == {"mean_dice", "mean_roughness", "ratios", "n_cases", "n_regions", "muscle", "case"}
+    assert set(m["mean_dice"]) == set(m["mean_roughness"]) == variants
+    assert all(0 <= v <= 1 for v in m["mean_dice"].values())
+    assert m["n_regions"] == 70 and m["ratios"] == [1.2, 1.8] and m["muscle"] == "adductor_longus"
+    rows = list(csv.DictReader(open(out / "tables" / "two_stages.csv")))
+    assert len(rows) == m["n_cases"] * 70 * 5
+    stage1 = [float(r["dice"]) for r in rows if r["variant"] == "stage1"]
+    assert 0 < sum(stage1) / len(stage1) < 1 and m["mean_dice"]["stage1"] == pytest.approx(sum(stage1) / len(stage1))
+    lost = [r for r in rows if r["variant"] == "stage1" and r["label"] == "6"]  # label 6 deleted from stage 1
+    assert lost and all(float(r["dice"]) == 0 and math.isnan(float(r["roughness"])) for r in lost)
+    assert (out / "tables" / "two_stages.md").read_text().count("\n|") >= 6
+
+
+# ----------------------------------------------------------------------------- 03 (Figure 5)
+
+@pytest.fixture(scope="session")
+def ablation_outputs(smoke_study, tmp_path_factory):
+    """Two smoke-profile ablation variants trained by `llseg train-variant` (2 iterations each): the
+    baseline (panels a, b, c) and a five-level SegNet (panel d), in a copy of the smoke params.yaml."""
+    import yaml
+
+    out = tmp_path_factory.mktemp("ablation_outputs")
+    params = yaml.safe_load((smoke_study / "params.yaml").read_text())
+    variants = params["ablation"]["variants"]
+    params["ablation"]["variants"] = {"baseline": variants["baseline"], "segnet_5": variants["segnet_5"]}
+    (out / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in params["ablation"]["variants"]:
+        assert cli.main(["train-variant", "--variant", name, "--params", str(out / "params.yaml"), "--preprocessed",
+                         str(smoke_study / "work" / "preprocessed"), "--live", str(out / "live"),
+                         "--out", str(out / "runs" / f"{name}.json"), "-q"]) == 0
+    return out
+
+
+def test_03_architecture_ablation(ablation_outputs, tmp_path):
+    import csv
+
+    out = tmp_path / "reports"
+    pm.execute_notebook(
+        str(NOTEBOOKS / "03_architecture_ablation.ipynb"), str(tmp_path / "03.ipynb"), progress_bar=False,
+        parameters=dict(params_path=str(ablation_outputs / "params.yaml"), live_dir=str(ablation_outputs / "live"),
+                        runs_dir=str(ablation_outputs / "runs"), figure_dir=str(out / "figures"),
+                        table_dir=str(out / "tables"), metrics_path=str(out / "ablation.json")))
+    assert (out / "figures" / "fig5_ablation.png").stat().st_size > 10_000
+    assert (out / "figures" / "fig5_ablation.svg").exists()
+    m = io.read_json(out / "ablation.json")
+    assert set(m) == {"variants", "muscle", "iterations"} and (m["muscle"], m["iterations"]) == ("adductor_brevis", 2)
+    assert list(m["variants"]) == ["baseline", "segnet_5"]
+    keys = {"panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "n_params", "seconds"}
+    assert all(set(v) == keys for v in m["variants"].values())
+    assert (m["variants"]["baseline"]["panel"], m["variants"]["segnet_5"]["panel"]) == (["a", "b", "c"], ["d"])
+    seg = m["variants"]["segnet_5"]
+    assert (seg["arch"], seg["levels"], seg["block"]) == ("segnet", 5, "plain") and seg["n_params"] > 10**6
+    for v in m["variants"].values():
+        assert 0 <= v["final_dice"] <= v["best_dice"] <= 1 and v["seconds"] > 0
+    rows = list(csv.DictReader(open(out / "tables" / "ablation.csv")))
+    assert [r["variant"] for r in rows] == ["baseline", "segnet_5"] and rows[0]["n_validations"] == "2"
+    assert (out / "tables" / "ablation.md").read_text().count("\n|") == 3

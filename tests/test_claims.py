@@ -1,0 +1,469 @@
+"""The claims report: every rule on hand-made inputs (reproduced / not reproduced / not testable),
+thresholds from params.yaml, the Markdown table and `llseg claims`."""
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llseg import anatomy, claims, cli, io
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NAN = float("nan")
+LARGER = {m.key for m in sorted(anatomy.MUSCLES, key=lambda m: -m.volume_ml)[:18]}
+
+
+def thresholds():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())["claims"]
+
+
+def region_rows(dice_of=lambda m: m.paper_dice_mean, vol_of=lambda m, d: 100 * (1 - d)):
+    """Both sides of every muscle at stage 2 (Dice from ``dice_of``), plus stage-1 rows at Dice 0.1
+    that must never be scored."""
+    rows = []
+    for m in anatomy.MUSCLES:
+        for side in ("right", "left"):
+            d = dice_of(m)
+            rows.append({"stage": "stage2", "case": "c1", "muscle": m.key, "side": side, "dice": d,
+                         "msd_mm": 1.0, "volume_error_abs_pct": vol_of(m, d), "volume_true_ml": m.volume_ml})
+            rows.append({"stage": "stage1", "case": "c1", "muscle": m.key, "side": side, "dice": 0.1,
+                         "msd_mm": 9.0, "volume_error_abs_pct": 90.0, "volume_true_ml": m.volume_ml})
+    return rows
+
+
+def variant(panel, arch, levels, rf, block, dice, n_params, early=None):
+    v = {"panel": panel, "arch": arch, "levels": levels, "root_filters": rf, "block": block,
+         "final_dice": dice, "best_dice": dice + 0.01, "n_params": n_params, "seconds": 10.0}
+    if early is not None:
+        v["early_dice"] = early
+    return v
+
+
+def good_inputs():
+    """Inputs on which every claim holds with the params.yaml thresholds."""
+    return {
+        "bias_correction": {"cov_before_mean": 0.15, "cov_after_mean": 0.10, "cov_reduction_pct": 33.3,
+                            "n_cases": 10, "n_improved": 10},
+        "cascade": {"mean_dice_stage1": 0.6, "mean_dice_stage2": 0.88,
+                    "cases": [{"case": "c1", "dice_stage1": 0.6, "dice_stage2": 0.88, "n_estimated_boxes": 2}]},
+        "two_stages": {"mean_dice": {"stage1": 0.6, "stage2_gt_box": 0.89, "stage2_box_ratio_low": 0.85,
+                                     "stage2_box_ratio_high": 0.87, "stage2_tta": 0.89},
+                       "mean_roughness": {"stage1": 1.30, "stage2_gt_box": 1.05, "stage2_box_ratio_low": 1.08,
+                                          "stage2_box_ratio_high": 1.07, "stage2_tta": 1.04},
+                       "ratios": [1.2, 1.8], "n_cases": 4, "n_regions": 70},
+        "ablation": {"muscle": "adductor_brevis", "iterations": 100, "variants": {
+            "baseline": variant(["a", "b", "c"], "unet", 3, 16, "plain", 0.80, 1000),
+            "levels_2": variant("a", "unet", 2, 16, "plain", 0.70, 500),
+            "levels_4": variant("a", "unet", 4, 16, "plain", 0.81, 2000),
+            "filters_8": variant("b", "unet", 3, 8, "plain", 0.75, 300),
+            "filters_32": variant("b", "unet", 3, 32, "plain", 0.85, 4000),
+            "residual": variant("c", "unet", 3, 16, "residual", 0.804, 1500),
+            "dense": variant("c", "unet", 3, 16, "dense", 0.797, 1200),
+            "unet_5": variant("d", "unet", 5, 16, "plain", 0.80, 5000, early=0.6),
+            "fcn8s": variant("d", "fcn8s", 5, 16, "plain", 0.77, 5000, early=0.4),
+            "segnet": variant("d", "segnet", 5, 16, "plain", 0.795, 5000, early=0.6)}},
+        "dice_table": {"dice_mean_over_muscles": 0.88, "n_within": 13, "n_undetermined": 0,
+                       "n_within_larger_half": 9, "n_within_smaller_half": 4, "spearman_vs_paper": 0.8},
+        "volume_msd": {"n_muscles_above_volume_threshold": 8, "overlap_above_volume_threshold": ["pectineus"] * 6,
+                       "n_muscles_above_msd_threshold": 6, "n_muscles_msd_undetermined": 0,
+                       "share_volume_below_typical": 0.7, "share_msd_below_threshold": 0.8,
+                       "muscle_dice_msd_spearman_rho": -0.8, "n_muscle_dice_msd_pairs": 35},
+        "evaluation": {"volume_error_abs_pct_mean": 7.0, "msd_mm_mean": 3.1, "n_rows": 70, "n_msd_nan": 0},
+        "per_region": region_rows(),
+    }
+
+
+def verdicts(inputs, t=None, **kwargs):
+    return {c["id"]: c for c in claims.evaluate_claims(inputs, t or thresholds(), **kwargs)}
+
+
+# ----------------------------------------------------------------------------- reproduced
+
+def test_params_yaml_has_exactly_the_thresholds():
+    assert set(thresholds()) == set(claims.THRESHOLD_KEYS)
+
+
+def test_paper_values_come_from_anatomy():
+    assert claims.PAPER_TABLE1_MEAN_DICE == pytest.approx(0.892, abs=5e-4)
+    found = verdicts(good_inputs())
+    assert found["within_interobserver_count"]["paper"] == anatomy.PAPER_WITHIN_INTEROBSERVER
+    assert found["volume_error_mean"]["paper"] == anatomy.PAPER_MEAN_VOLUME_ERROR_PCT
+    assert found["msd_mean"]["paper"] == anatomy.PAPER_MEAN_MSD_MM
+    assert found["large_muscles_within"]["paper"].startswith("10 (larger half) vs 5 (smaller half)")
+
+
+def test_every_claim_reproduced_on_paper_like_inputs():
+    found = claims.evaluate_claims(good_inputs(), thresholds())
+    ids = [c["id"] for c in found]
+    assert len(ids) == len(set(ids)) >= 30
+    bad = {c["id"]: (c["verdict"], c["reason"], c["measured"]) for c in found if c["verdict"] != claims.REPRODUCED}
+    assert not bad
+    for c in found:
+        assert set(c) == {"id", "section", "claim", "measured", "paper", "verdict", "reason", "rule"}
+        assert c["reason"] == "" and c["measured"] != "n/a" and c["rule"]
+
+
+def test_stage_one_rows_are_never_scored():
+    """Per-muscle claims read the rows of the stage asked for (stage-1 rows: Dice 0.1 everywhere)."""
+    assert verdicts(good_inputs())["small_muscles_worst"]["verdict"] == claims.REPRODUCED
+    found = verdicts(good_inputs(), stage="stage1")["small_muscles_worst"]
+    assert found["verdict"] == claims.NOT_REPRODUCED  # equal halves: a gap of 0 is not > 0
+    assert found["measured"] == "mean Dice 0.100 (larger half) vs 0.100 (smaller half)"
+
+
+# ----------------------------------------------------------------------------- not reproduced
+
+def _set(path, value):
+    def mutate(inputs):
+        node = inputs
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+    return mutate
+
+
+def _variant(name, **fields):
+    def mutate(inputs):
+        inputs["ablation"]["variants"][name].update(fields)
+    return mutate
+
+
+def _rows(**kwargs):
+    def mutate(inputs):
+        inputs["per_region"] = region_rows(**kwargs)
+    return mutate
+
+
+def _both(*mutations):
+    def mutate(inputs):
+        for m in mutations:
+            m(inputs)
+    return mutate
+
+
+FAILING = {
+    "n4_homogeneity": _set(("bias_correction", "n_improved"), 5),
+    "stage2_beats_stage1": _set(("cascade", "mean_dice_stage2"), 0.5),
+    "stage1_localises": _set(("cascade", "cases"), [{"dice_stage1": 0.6, "dice_stage2": 0.9, "n_estimated_boxes": 30}]),
+    "stage1_jagged": _set(("two_stages", "mean_roughness", "stage1"), 1.0),
+    "box_ratio_matters": _set(("two_stages", "mean_dice", "stage2_box_ratio_low"), 0.87),
+    "tta_beats_single_crop": _set(("two_stages", "mean_dice", "stage2_tta"), 0.86),
+    "tta_like_gt_box": _set(("two_stages", "mean_dice", "stage2_gt_box"), 0.95),
+    "tta_smooths_contours": _set(("two_stages", "mean_roughness", "stage2_tta"), 1.09),
+    "more_levels_help": _variant("levels_4", final_dice=0.65),
+    "levels_beyond_three_small": _variant("levels_4", final_dice=0.85),
+    "more_filters_help": _variant("filters_32", final_dice=0.70),
+    "width_beats_depth": _both(_variant("filters_8", final_dice=0.80), _variant("filters_32", final_dice=0.805),
+                               _variant("levels_4", final_dice=0.82)),
+    "residual_about_plain": _variant("residual", final_dice=0.85),
+    "blocks_within_001": _variant("dense", final_dice=0.78),
+    "dense_worst": _variant("dense", final_dice=0.81),
+    "residual_costs_more": _variant("residual", n_params=900),
+    "bigger_costs_more": _variant("levels_4", n_params=400),
+    "unet_about_segnet": _variant("segnet", final_dice=0.70),
+    "fcn_worse": _variant("fcn8s", final_dice=0.81),
+    "fcn_worse_early": _variant("fcn8s", early_dice=0.79),
+    "overall_mean_dice": _set(("dice_table", "dice_mean_over_muscles"), 0.80),
+    "within_interobserver_count": _set(("dice_table", "n_within"), 5),
+    "worse_only_slightly": _rows(dice_of=lambda m: m.paper_dice_mean - 0.2),
+    "large_muscles_within": _set(("dice_table", "n_within_smaller_half"), 9),
+    "small_muscles_worst": _rows(dice_of=lambda m: 0.5 if m.key in LARGER else 0.9),
+    "external_rotators_among_worst": _rows(dice_of=lambda m: 0.99 if m.key == "external_rotators"
+                                           else m.paper_dice_mean),
+    "table1_pattern": _set(("dice_table", "spearman_vs_paper"), 0.2),
+    "volume_error_mean": _set(("evaluation", "volume_error_abs_pct_mean"), 20.0),
+    "volume_error_above_10pct": _set(("volume_msd", "n_muscles_above_volume_threshold"), 20),
+    "msd_mean": _set(("evaluation", "msd_mm_mean"), 10.0),
+    "msd_above_4mm": _set(("volume_msd", "n_muscles_above_msd_threshold"), 20),
+    "most_below_5pct_4mm": _set(("volume_msd", "share_volume_below_typical"), 0.3),
+    "msd_tracks_dice": _set(("volume_msd", "muscle_dice_msd_spearman_rho"), 0.1),
+    "volume_error_tracks_dice": _rows(vol_of=lambda m, d: 100 * d),
+}
+
+
+def test_every_claim_has_a_failing_case():
+    assert set(FAILING) == {c["id"] for c in claims.evaluate_claims(good_inputs(), thresholds())}
+
+
+@pytest.mark.parametrize("claim_id", sorted(FAILING))
+def test_rule_not_reproduced(claim_id):
+    inputs = good_inputs()
+    FAILING[claim_id](inputs)
+    found = verdicts(inputs)
+    assert found[claim_id]["verdict"] == claims.NOT_REPRODUCED, found[claim_id]
+    assert found[claim_id]["measured"] != "n/a"
+
+
+def test_thresholds_decide_and_appear_in_the_rule():
+    t = thresholds()
+    assert verdicts(good_inputs(), t)["tta_beats_single_crop"]["verdict"] == claims.REPRODUCED  # gain 0.02
+    t["tta_min_gain"] = 0.05
+    found = verdicts(good_inputs(), t)["tta_beats_single_crop"]
+    assert found["verdict"] == claims.NOT_REPRODUCED and "> 0.05" in found["rule"]
+    t["overall_dice_tolerance"] = 0.001
+    found = verdicts(good_inputs(), t)["overall_mean_dice"]
+    assert found["verdict"] == claims.NOT_REPRODUCED and "<= 0.001" in found["rule"] and "0.892" in found["rule"]
+
+
+def test_tie_is_not_a_gain():
+    inputs = good_inputs()
+    inputs["two_stages"]["mean_dice"]["stage2_tta"] = 0.87  # equals the best single crop
+    assert verdicts(inputs)["tta_beats_single_crop"]["verdict"] == claims.NOT_REPRODUCED
+
+
+def test_best_dice_is_used_when_asked():
+    inputs = good_inputs()
+    inputs["ablation"]["variants"]["residual"]["best_dice"] = 0.95  # final 0.804 stays close to plain
+    t = thresholds()
+    assert verdicts(inputs, t)["residual_about_plain"]["verdict"] == claims.REPRODUCED
+    t["ablation_dice"] = "best_dice"
+    assert verdicts(inputs, t)["residual_about_plain"]["verdict"] == claims.NOT_REPRODUCED
+
+
+def test_comparisons_found_by_fields_not_names():
+    """Renamed variants (and the baseline listed under panel 'a' only) give the same verdicts."""
+    inputs = good_inputs()
+    old = inputs["ablation"]["variants"]
+    renamed = {f"v{i}": dict(v) for i, v in enumerate(old.values())}
+    renamed["v0"]["panel"] = "a"
+    inputs["ablation"]["variants"] = renamed
+    expected = {k: v["verdict"] for k, v in verdicts(good_inputs()).items()}
+    assert {k: v["verdict"] for k, v in verdicts(inputs).items()} == expected
+
+
+# ----------------------------------------------------------------------------- not testable
+
+USES = {
+    "two_stages": {"stage1_jagged", "box_ratio_matters", "tta_beats_single_crop", "tta_like_gt_box",
+                   "tta_smooths_contours"},
+    "ablation": {"more_levels_help", "levels_beyond_three_small", "more_filters_help", "width_beats_depth",
+                 "residual_about_plain", "blocks_within_001", "dense_worst", "residual_costs_more",
+                 "bigger_costs_more", "unet_about_segnet", "fcn_worse", "fcn_worse_early"},
+    "bias_correction": {"n4_homogeneity"},
+    "cascade": {"stage2_beats_stage1", "stage1_localises"},
+    "dice_table": {"overall_mean_dice", "within_interobserver_count", "large_muscles_within", "table1_pattern"},
+    "volume_msd": {"volume_error_above_10pct", "msd_above_4mm", "most_below_5pct_4mm", "msd_tracks_dice"},
+    "evaluation": {"volume_error_mean", "msd_mean"},
+    "per_region": {"worse_only_slightly", "small_muscles_worst", "external_rotators_among_worst",
+                   "volume_error_tracks_dice"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(claims.INPUTS))
+@pytest.mark.parametrize("how", ["none", "absent"])
+def test_missing_input_file(name, how):
+    inputs = good_inputs()
+    if how == "none":
+        inputs[name] = None
+    else:
+        del inputs[name]
+    found = verdicts(inputs)
+    untestable = {k for k, c in found.items() if c["verdict"] == claims.NOT_TESTABLE}
+    assert untestable == USES[name]
+    for k in untestable:
+        assert found[k]["reason"] == f"{claims.INPUTS[name]} missing" and found[k]["measured"] == "n/a"
+        assert found[k]["rule"]  # the rule is still stated
+
+
+def test_sources_name_the_real_paths():
+    inputs = good_inputs()
+    inputs["cascade"] = None
+    found = verdicts(inputs, sources={"cascade": "/tmp/x/cascade.json"})
+    assert found["stage2_beats_stage1"]["reason"] == "/tmp/x/cascade.json missing"
+
+
+@pytest.mark.parametrize("value, word", [(NAN, "NaN"), (None, "None"), ("abc", "not a number")])
+def test_nan_or_null_value(value, word):
+    inputs = good_inputs()
+    inputs["evaluation"]["msd_mm_mean"] = value
+    found = verdicts(inputs)["msd_mean"]
+    assert found["verdict"] == claims.NOT_TESTABLE
+    assert "metrics/evaluation.json" in found["reason"] and "msd_mm_mean" in found["reason"] and word in found["reason"]
+    assert verdicts(inputs)["volume_error_mean"]["verdict"] == claims.REPRODUCED  # the rest of the file still counts
+
+
+def test_missing_key():
+    inputs = good_inputs()
+    del inputs["cascade"]["mean_dice_stage1"]
+    del inputs["two_stages"]["mean_roughness"]
+    found = verdicts(inputs)
+    assert found["stage2_beats_stage1"]["verdict"] == claims.NOT_TESTABLE
+    assert found["stage2_beats_stage1"]["reason"] == "metrics/cascade.json has no 'mean_dice_stage1'"
+    assert found["stage1_localises"]["verdict"] == claims.REPRODUCED
+    assert found["tta_smooths_contours"]["reason"] == "metrics/two_stages.json has no 'mean_roughness.stage2_tta'"
+    assert found["tta_beats_single_crop"]["verdict"] == claims.REPRODUCED
+
+
+def test_ablation_gaps():
+    inputs = good_inputs()
+    inputs["ablation"]["variants"]["dense"]["final_dice"] = None     # JSON null: training gave no Dice
+    del inputs["ablation"]["variants"]["levels_4"]                    # no variant deeper than 3 levels
+    for v in inputs["ablation"]["variants"].values():
+        v.pop("early_dice", None)
+    found = verdicts(inputs)
+    assert found["dense_worst"]["verdict"] == claims.NOT_TESTABLE and "'dense'" in found["dense_worst"]["reason"]
+    assert found["levels_beyond_three_small"]["verdict"] == claims.NOT_TESTABLE
+    assert "> 3 levels" in found["levels_beyond_three_small"]["reason"]
+    assert found["more_levels_help"]["verdict"] == claims.REPRODUCED    # levels 2 and 3 remain
+    assert "early_dice" in found["fcn_worse_early"]["reason"]
+    assert found["residual_costs_more"]["verdict"] == claims.REPRODUCED  # n_params still there
+    inputs["ablation"]["variants"] = {}
+    assert verdicts(inputs)["fcn_worse"]["reason"] == "metrics/ablation.json has no 'variants'"
+
+
+def test_per_region_rows_of_another_stage_only():
+    inputs = good_inputs()
+    inputs["per_region"] = [r for r in inputs["per_region"] if r["stage"] == "stage1"]
+    found = verdicts(inputs)
+    for k in USES["per_region"]:
+        assert found[k]["verdict"] == claims.NOT_TESTABLE and "stage2" in found[k]["reason"]
+
+
+def test_empty_segmentation_all_zero_dice():
+    """Every stage-2 Dice 0: ties are averaged, so external rotators are not 'the worst'."""
+    inputs = good_inputs()
+    inputs["per_region"] = region_rows(dice_of=lambda m: 0.0, vol_of=lambda m, d: 100.0)
+    found = verdicts(inputs)
+    assert found["external_rotators_among_worst"]["verdict"] == claims.NOT_REPRODUCED
+    assert "rank 18 of 35" in found["external_rotators_among_worst"]["measured"]
+    assert found["small_muscles_worst"]["verdict"] == claims.NOT_REPRODUCED          # gap 0 is not > 0
+    assert found["volume_error_tracks_dice"]["verdict"] == claims.NOT_TESTABLE       # constant values
+    assert found["worse_only_slightly"]["verdict"] == claims.NOT_REPRODUCED
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+def test_bad_thresholds_and_inputs():
+    t = thresholds()
+    with pytest.raises(ValueError, match="missing key"):
+        claims.evaluate_claims(good_inputs(), {k: v for k, v in t.items() if k != "tta_min_gain"})
+    with pytest.raises(ValueError, match="unknown key"):
+        claims.evaluate_claims(good_inputs(), {**t, "tta_min_gian": 0.0})
+    with pytest.raises(ValueError, match="worst_k must be a finite number, got 'five'"):
+        claims.evaluate_claims(good_inputs(), {**t, "worst_k": "five"})
+    with pytest.raises(ValueError, match="must be a finite number"):
+        claims.evaluate_claims(good_inputs(), {**t, "msd_tolerance_mm": NAN})
+    with pytest.raises(ValueError, match="ablation_dice"):
+        claims.evaluate_claims(good_inputs(), {**t, "ablation_dice": "last_dice"})
+    with pytest.raises(TypeError, match="thresholds must be a mapping"):
+        claims.evaluate_claims(good_inputs(), [1, 2])
+    with pytest.raises(TypeError, match="inputs must be a mapping"):
+        claims.evaluate_claims([], t)
+    with pytest.raises(ValueError, match="unknown name"):
+        claims.evaluate_claims({"casacde": {}}, t)
+
+
+def test_inputs_not_mutated():
+    inputs = good_inputs()
+    before = copy.deepcopy(inputs)
+    claims.evaluate_claims(inputs, thresholds())
+    assert json.dumps(inputs, sort_keys=True, default=str) == json.dumps(before, sort_keys=True, default=str)
+
+
+# ----------------------------------------------------------------------------- Markdown
+
+def _table_rows(md):
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    return lines[2:]  # header and separator
+
+
+def test_markdown_one_row_per_claim_and_counts():
+    inputs = good_inputs()
+    inputs["ablation"] = None
+    FAILING["msd_mean"](inputs)
+    found = claims.evaluate_claims(inputs, thresholds())
+    counts = claims.count_verdicts(found)
+    assert counts == {claims.REPRODUCED: len(found) - 13, claims.NOT_REPRODUCED: 1, claims.NOT_TESTABLE: 12}
+    md = claims.claims_markdown(found, profile="cpu", notes=["`metrics/ablation.json` missing."])
+    rows = _table_rows(md)
+    assert len(rows) == len(found)
+    for c, row in zip(found, rows):
+        assert f"**{c['id']}**" in row
+    assert "Profile: `cpu`" in md and "params.yaml" in md
+    assert f"**{len(found)} claims: {len(found) - 13} reproduced, 1 not reproduced, 12 not testable here.**" in md
+    assert "not testable here: metrics/ablation.json missing" in md
+    assert md.rstrip().endswith("- `metrics/ablation.json` missing.")
+    assert "\\|mean MSD" in md  # the rule's bars are escaped, so the row keeps its columns
+
+
+def test_markdown_and_counts_reject_bad_claims():
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        claims.count_verdicts([{"verdict": "maybe"}])
+    with pytest.raises(ValueError, match="lacks key"):
+        claims.claims_markdown([{"verdict": claims.REPRODUCED}])
+    assert _table_rows(claims.claims_markdown([])) == []
+
+
+# ----------------------------------------------------------------------------- llseg claims
+
+def _study(tmp_path, names):
+    metrics = tmp_path / "metrics"
+    inputs = good_inputs()
+    for name in names:
+        io.write_json(metrics / f"{name}.json", inputs[name])
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    return metrics, params
+
+
+def test_cli_with_a_subset_of_metrics(tmp_path, capsys):
+    metrics, params = _study(tmp_path, ["bias_correction", "cascade", "evaluation"])
+    out, js = tmp_path / "reports" / "claims.md", metrics / "claims.json"
+    argv = ["claims", "--params", str(params), "--metrics", str(metrics), "--table", str(tmp_path / "none.csv"),
+            "--out", str(out), "--json", str(js)]
+    assert cli.main(argv) == 0
+    summary = json.loads(js.read_text())
+    by = {c["id"]: c for c in summary["claims"]}
+    assert summary["profile"] == "cpu" and summary["n_claims"] == len(by) == len(FAILING)
+    assert summary["n_reproduced"] == 5 and summary["n_not_reproduced"] == 0
+    assert summary["n_not_testable_here"] == len(by) - 5
+    assert by["n4_homogeneity"]["verdict"] == "reproduced"
+    assert by["tta_beats_single_crop"]["reason"] == f"{metrics / 'two_stages.json'} missing"
+    md = out.read_text()
+    assert len(_table_rows(md)) == len(by)
+    assert f"`{metrics / 'ablation.json'}` missing" in md and "`stage2` labels" in md
+    assert "5 reproduced" in capsys.readouterr().out
+    assert not list(tmp_path.rglob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_cli_reads_the_per_region_table(tmp_path):
+    metrics, params = _study(tmp_path, list(claims.INPUTS)[:-1])
+    table = tmp_path / "metrics_per_region.csv"
+    io.write_csv(table, good_inputs()["per_region"])
+    out, js = tmp_path / "claims.md", tmp_path / "claims.json"
+    assert cli.main(["claims", "--params", str(params), "--metrics", str(metrics), "--table", str(table),
+                     "--out", str(out), "--json", str(js)]) == 0
+    summary = json.loads(js.read_text())
+    failed = [c for c in summary["claims"] if c["verdict"] != "reproduced"]
+    assert summary["n_reproduced"] == summary["n_claims"] and not failed
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    metrics, params = _study(tmp_path, ["cascade"])
+    params.write_text(params.read_text().replace("\nclaims:", "\nclaims_old:"))
+    argv = ["claims", "--params", str(params), "--metrics", str(metrics), "--out", str(tmp_path / "c.md"),
+            "--json", str(tmp_path / "c.json")]
+    assert cli.main(argv) == 1
+    assert "missing section 'claims'" in capsys.readouterr().err
+    assert not (tmp_path / "c.md").exists() and not (tmp_path / "c.json").exists()
+    params.write_text((ROOT / "params.yaml").read_text())
+    (metrics / "cascade.json").write_text("{not json")
+    assert cli.main(argv) == 1
+    assert "invalid JSON" in capsys.readouterr().err
+
+
+def test_nan_in_written_json_is_not_testable(tmp_path):
+    """io.write_json writes NaN as the token NaN; json reads it back as float NaN."""
+    metrics, params = _study(tmp_path, ["evaluation"])
+    data = good_inputs()["evaluation"]
+    data["msd_mm_mean"] = math.nan
+    io.write_json(metrics / "evaluation.json", data)
+    js = tmp_path / "c.json"
+    assert cli.main(["claims", "--params", str(params), "--metrics", str(metrics), "--out", str(tmp_path / "c.md"),
+                     "--json", str(js)]) == 0
+    by = {c["id"]: c for c in json.loads(js.read_text())["claims"]}
+    assert by["msd_mean"]["verdict"] == "not testable here" and "NaN" in by["msd_mean"]["reason"]
+    assert by["volume_error_mean"]["verdict"] == "reproduced"
