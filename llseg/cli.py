@@ -511,6 +511,8 @@ EPILOG = textwrap.dedent("""\
       llseg train-stage2 --muscle soleus --out models/stage2/soleus.keras
       llseg predict                       segment the test cases (after dvc repro trained the models)
       llseg evaluate                      score the test predictions (Dice, MSD, volumes)
+      llseg train-variant --variant residual --out models/ablation/residual.json   (Figure 5)
+      llseg claims                        the paper's claims with this run's numbers and verdicts
       llseg segment scan.nii.gz -o scan_muscles.nii.gz
     """)
 
@@ -641,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", default="metrics/claims.json", help="counts per verdict and the claims (DVC metrics)")
 
     sp = add("segment", cmd_segment, "Segment one NIfTI scan: 70-region label map in the scan's own space, "
-             "muscle volumes (CSV, mL) and contours (JSON).", "llseg segment scan.nii.gz -o scan_muscles.nii.gz")
+             "muscle volumes (CSV, mL), contours (JSON) and colour tables for 3D Slicer (.ctbl) and "
+             "ITK-SNAP (_itksnap.txt).", "llseg segment scan.nii.gz -o scan_muscles.nii.gz")
     sp.add_argument("image")
     sp.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz)")
     sp.add_argument("--models", default="models")
