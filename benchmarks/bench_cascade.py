@@ -37,7 +37,7 @@ def _segment_seconds(case: Path) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         subprocess.run([str(llseg), "segment", str(case), "-o", str(Path(tmp) / "labels.nii.gz"),
-                        "--models", str(ROOT / "models"), "--quiet"], check=True, cwd=ROOT)
+                        "--models", str(ROOT / "models")], check=True, cwd=ROOT)
         return time.perf_counter() - t0
 
 
