@@ -362,7 +362,9 @@ def summarize(curves: Sequence[Mapping], variants: Mapping, runs: Mapping[str, M
     -------
     list of dict
         ``{"variant", "panel", "arch", "levels", "root_filters", "block", "final_dice",
-        "best_dice", "n_validations", "last_step", "n_params", "seconds"}``, table order;
+        "best_dice", "early_dice", "n_validations", "last_step", "n_params", "seconds"}``,
+        table order; ``early_dice`` is the mean of the validations in the first quarter of
+        the curve (steps <= last step / 4, at least the first one: the paper's "early epochs");
         ``panel`` the panel letters joined by commas ("d", or "a,b,c" for the baseline).
         ``final_dice`` is the mean of the last ``n_last`` validations (fewer if fewer exist),
         ``best_dice`` the maximum; both NaN when a variant has no finite validation.
@@ -395,9 +397,11 @@ def summarize(curves: Sequence[Mapping], variants: Mapping, runs: Mapping[str, M
                 points[int(row["step"])] = float(row["dice"])
         steps = sorted(points)
         finite = [points[s] for s in steps if math.isfinite(points[s])]
+        early = [points[s] for s in steps if (s <= steps[-1] / 4 or s == steps[0]) and math.isfinite(points[s])]
         out.append({"variant": name, "panel": ",".join(spec["panel"]), "arch": spec["arch"], "levels": spec["levels"],
                     "root_filters": spec["root_filters"], "block": spec["block"],
                     "final_dice": _final(finite, n_last), "best_dice": max(finite) if finite else float("nan"),
+                    "early_dice": float(np.mean(early)) if early else float("nan"),
                     "n_validations": len(steps), "last_step": steps[-1] if steps else 0,
                     "n_params": int(run["n_params"]), "seconds": float(run["seconds"])})
     return out
@@ -453,17 +457,19 @@ def ablation_metrics(summary: Sequence[Mapping], *, muscle: str, iterations: int
     -------
     dict
         ``{"variants": {name: {"panel", "arch", "levels", "root_filters", "block",
-        "final_dice", "best_dice", "n_params", "seconds"}}, "muscle", "iterations"}``;
+        "final_dice", "best_dice", "early_dice", "n_params", "seconds"}}, "muscle", "iterations"}``;
         ``panel`` is the list of panel letters the variant is drawn in (``["a", "b", "c"]``
         for the baseline, ``["d"]`` for a panel-d network); undefined Dice values are None
         (strict JSON).
     """
-    keys = ("panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "n_params", "seconds")
+    keys = ("panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "early_dice", "n_params",
+            "seconds")
     variants = {}
     for row in summary:
         entry = {k: row[k] for k in keys}
         entry["panel"] = list(_panels(row["panel"], f"summary row {row['variant']!r}: panel"))
-        entry["final_dice"], entry["best_dice"] = _json_float(row["final_dice"]), _json_float(row["best_dice"])
+        for k in ("final_dice", "best_dice", "early_dice"):
+            entry[k] = _json_float(row[k])
         variants[row["variant"]] = entry
     return {"variants": variants, "muscle": anatomy.muscle(muscle).key,
             "iterations": _positive_int(iterations, "iterations")}

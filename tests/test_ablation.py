@@ -189,6 +189,11 @@ def test_summarize_known_answers(hand_curves):
     assert (by["baseline"]["n_validations"], by["baseline"]["last_step"]) == (3, 6)   # not tripled by the panels
     assert by["dense"]["final_dice"] == pytest.approx(0.4) and by["dense"]["n_params"] == 204802
     assert math.isnan(by["segnet_5"]["final_dice"]) and math.isnan(by["segnet_5"]["best_dice"])
+    assert by["baseline"]["early_dice"] == pytest.approx(0.4) and by["dense"]["early_dice"] == pytest.approx(0.2)
+    assert math.isnan(by["segnet_5"]["early_dice"])              # first validation only, and it is undefined
+    long = [{"variant": "dense", "panel": "c", "step": s, "dice": s / 100} for s in range(25, 301, 25)]
+    (row,) = ablation.summarize(long, {"dense": _table()["dense"]}, _runs())
+    assert row["early_dice"] == pytest.approx(0.5)                  # mean of steps 25, 50, 75 (<= 300 / 4)
     one = ablation.summarize([{"variant": "dense", "panel": "c", "step": 2, "dice": 0.3}], {"dense": _table()["dense"]},
                              _runs(), n_last=2)
     assert one[0]["final_dice"] == 0.3                           # fewer validations than n_last: their mean
@@ -212,7 +217,7 @@ def test_metrics_markdown_panels_and_figure(hand_curves):
     m = ablation.ablation_metrics(summary, muscle="Adductor brevis", iterations=6)
     assert set(m) == {"variants", "muscle", "iterations"} and (m["muscle"], m["iterations"]) == ("adductor_brevis", 6)
     assert set(m["variants"]["dense"]) == {"panel", "arch", "levels", "root_filters", "block", "final_dice",
-                                           "best_dice", "n_params", "seconds"}
+                                           "best_dice", "early_dice", "n_params", "seconds"}
     assert m["variants"]["baseline"]["panel"] == ["a", "b", "c"] and m["variants"]["segnet_5"]["panel"] == ["d"]
     assert m["variants"]["segnet_5"]["final_dice"] is None                   # NaN -> null
     json.dumps(m, allow_nan=False)                                           # strict JSON

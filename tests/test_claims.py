@@ -467,3 +467,16 @@ def test_nan_in_written_json_is_not_testable(tmp_path):
     by = {c["id"]: c for c in json.loads(js.read_text())["claims"]}
     assert by["msd_mean"]["verdict"] == "not testable here" and "NaN" in by["msd_mean"]["reason"]
     assert by["volume_error_mean"]["verdict"] == "reproduced"
+
+
+def test_fcn_that_never_lags_does_not_reproduce_lagging_early():
+    # FCN-8s ahead of min(U-Net, SegNet) early and at the end, by less early: the gap "grows" but never lags
+    inputs = good_inputs()
+    v = inputs["ablation"]["variants"]
+    for name in v:
+        if v[name]["arch"] == "segnet":
+            v[name].update(final_dice=0.50, early_dice=0.30)
+        elif v[name]["arch"] == "fcn8s":
+            v[name].update(final_dice=0.70, early_dice=0.35)
+    found = verdicts(inputs)["fcn_worse_early"]
+    assert found["verdict"] == claims.NOT_REPRODUCED and "-0.050" in found["measured"], found

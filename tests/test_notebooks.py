@@ -283,7 +283,8 @@ def test_03_architecture_ablation(ablation_outputs, tmp_path):
     m = io.read_json(out / "ablation.json")
     assert set(m) == {"variants", "muscle", "iterations"} and (m["muscle"], m["iterations"]) == ("adductor_brevis", 2)
     assert list(m["variants"]) == ["baseline", "segnet_5"]
-    keys = {"panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "n_params", "seconds"}
+    keys = {"panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "early_dice", "n_params",
+            "seconds"}
     assert all(set(v) == keys for v in m["variants"].values())
     assert (m["variants"]["baseline"]["panel"], m["variants"]["segnet_5"]["panel"]) == (["a", "b", "c"], ["d"])
     seg = m["variants"]["segnet_5"]
