@@ -200,7 +200,8 @@ def input_size(label_maps: Sequence, muscle_key: str, *, max_voxels: int, diviso
 def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, variant: Mapping, *,
                   test_images: Sequence, test_labels: Sequence, size, iterations: int, learning_rate: float,
                   seed: int, validate_every: int, ratio_range=(1.0, 1.8), augment_kwargs: Mapping | None = None,
-                  class_weight_power: float = 0.0, live=None, progress: bool = False):
+                  class_weight_power: float = 0.0, loss: str = "ce", lr_schedule: str = "constant",
+                  live=None, progress: bool = False):
     """Train one variant's network on one muscle, as stage 2 trains it.
 
     Parameters
@@ -226,6 +227,8 @@ def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, varia
     class_weight_power : float, optional
         Class weighting of the loss (``llseg.train.fit``; 0 = the paper's plain
         cross-entropy).
+    loss, lr_schedule : str, optional
+        As in ``llseg.train.fit`` (paper: "ce", "constant").
     live : dvclive.Live, optional
         Receives ``train/loss`` and ``val/dice`` per iteration (``train.fit``).
     progress : bool, optional
@@ -257,7 +260,8 @@ def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, varia
                                root_filters=spec["root_filters"], block=spec["block"])
     history = train.fit(model, sampler, iterations=int(iterations), learning_rate=float(learning_rate),
                         seed=int(seed), validate=validate, validate_every=int(validate_every), live=live,
-                        progress=progress, class_weight_power=float(class_weight_power))
+                        progress=progress, class_weight_power=float(class_weight_power), loss=loss,
+                        lr_schedule=lr_schedule)
     history["n_params"] = int(model.count_params())
     return model, history
 

@@ -228,14 +228,16 @@ def cmd_train_stage1(args) -> int:
             images, labels, group, factor=factor, levels=int(p["levels"]), root_filters=int(p["root_filters"]),
             iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]) + group,
             augment_kwargs=_augment_kwargs(params), validate=validate, validate_every=int(p["validate_every"]),
-            live=live, progress=not args.quiet, class_weight_power=float(p.get("class_weight_power", 0.0)))
+            live=live, progress=not args.quiet, class_weight_power=float(p.get("class_weight_power", 0.0)),
+            loss=str(p.get("loss", "ce")), lr_schedule=str(p.get("lr_schedule", "constant")))
     out = Path(args.out)
     io.save_model(model, out)
     io.write_json(out.with_suffix(".json"), {
         "group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES,
         "levels": int(p["levels"]), "root_filters": int(p["root_filters"]), "iterations": int(p["iterations"]),
         "learning_rate": float(p["learning_rate"]), "seconds": history["seconds"],
-        "class_weights": history["class_weights"],
+        "class_weights": history["class_weights"], "loss": str(p.get("loss", "ce")),
+        "lr_schedule": str(p.get("lr_schedule", "constant")),
         "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
     print(f"{out}: group {group} trained in {history['seconds']:.0f} s, "
           f"test Dice (low res) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
@@ -287,14 +289,16 @@ def cmd_train_stage2(args) -> int:
         history = train.fit(model, sampler, iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]),
                             seed=int(p["seed"]), validate=validate, validate_every=int(p["validate_every"]),
                             live=live, progress=not args.quiet,
-                            class_weight_power=float(p.get("class_weight_power", 0.0)))
+                            class_weight_power=float(p.get("class_weight_power", 0.0)),
+                            loss=str(p.get("loss", "ce")), lr_schedule=str(p.get("lr_schedule", "constant")))
     out = Path(args.out)
     io.save_model(model, out)
     io.write_json(out.with_suffix(".json"), {
         "muscle": key, "input_size": list(size), "levels": levels, "root_filters": int(p["root_filters"]),
         "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]),
         "ratio_range": list(ratio_range), "seconds": history["seconds"],
-        "class_weights": history["class_weights"],
+        "class_weights": history["class_weights"], "loss": str(p.get("loss", "ce")),
+        "lr_schedule": str(p.get("lr_schedule", "constant")),
         "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
     print(f"{out}: {key} {size} trained in {history['seconds']:.0f} s, "
           f"test Dice (GT-box crop) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
@@ -323,7 +327,8 @@ def cmd_train_variant(args) -> int:
             images, labels, key, spec, test_images=test_images, test_labels=test_labels, size=size,
             iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]),
             validate_every=int(p["validate_every"]), ratio_range=ratio_range, augment_kwargs=_augment_kwargs(params),
-            class_weight_power=float(p["class_weight_power"]), live=live, progress=not args.quiet)
+            class_weight_power=float(p["class_weight_power"]), loss=str(p.get("loss", "ce")),
+            lr_schedule=str(p.get("lr_schedule", "constant")), live=live, progress=not args.quiet)
     io.write_json(out, {  # no .keras file: the ablation keeps only the curves and this record
         "variant": args.variant, "muscle": key, **spec, "panel": list(spec["panel"]), "input_size": list(size),
         "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),

@@ -407,7 +407,8 @@ def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANG
                 arch: str = "unet", levels: int = 3, root_filters: int = 8, block: str = "plain",
                 iterations: int = 2000, learning_rate: float = 0.01, seed: int = 0,
                 augment_kwargs: Mapping | None = None, validate=None, validate_every: int = 50, live=None,
-                progress: bool = True, class_weight_power: float = 0.0):
+                progress: bool = True, class_weight_power: float = 0.0, loss: str = "ce",
+                lr_schedule: str = "constant"):
     """Build and train the stage-1 network of one group (``models.build_model`` + ``train.fit``).
 
     Parameters
@@ -416,9 +417,9 @@ def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANG
         As in :func:`make_sampler`.
     arch, levels, root_filters, block
         As in ``llseg.models.build_model`` (paper stage 1: a plain U-Net with four levels).
-    iterations, learning_rate, seed, validate, validate_every, live, progress, class_weight_power
+    iterations, learning_rate, seed, validate, validate_every, live, progress, class_weight_power, loss, lr_schedule
         As in ``llseg.train.fit`` (paper: 2000 iterations, learning rate 0.01, plain
-        cross-entropy, i.e. ``class_weight_power = 0``).
+        cross-entropy, i.e. ``class_weight_power = 0``, ``loss = "ce"``, constant rate).
 
     Returns
     -------
@@ -438,7 +439,7 @@ def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANG
                                root_filters=root_filters, block=block)
     history = train.fit(model, sampler, iterations=iterations, learning_rate=learning_rate, seed=seed,
                         validate=validate, validate_every=validate_every, live=live, progress=progress,
-                        class_weight_power=class_weight_power)
+                        class_weight_power=class_weight_power, loss=loss, lr_schedule=lr_schedule)
     return model, history
 
 

@@ -357,6 +357,68 @@ def test_fit_with_class_weights_reports_them_and_keeps_the_training_samples():
                   class_weight_power=-1.0)
 
 
+def _probs(shape, n_classes, seed=0):
+    logits = np.random.default_rng(seed).normal(size=(1, *shape, n_classes))
+    e = np.exp(logits)
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def test_segmentation_loss_plain_matches_keras_cross_entropy():
+    p = _probs((4, 5, 3), 3)
+    y = np.random.default_rng(1).integers(0, 3, size=(1, 4, 5, 3)).astype(np.int32)
+    ours = float(train.segmentation_loss()(y, p))
+    ref = float(keras.losses.SparseCategoricalCrossentropy()(y, p))
+    assert ours == pytest.approx(ref, rel=1e-5)
+
+
+def test_segmentation_loss_class_weights_known_answer():
+    p = _probs((4, 4, 2), 2, seed=2)
+    y = (np.arange(32).reshape(1, 4, 4, 2) % 4 == 0).astype(np.int32)      # 25 % foreground
+    w = np.array([0.5, 3.0], np.float32)
+    ce = -np.log(np.take_along_axis(p, y[..., None], -1)[..., 0])
+    assert float(train.segmentation_loss(w)(y, p)) == pytest.approx(float(np.mean(w[y] * ce)), rel=1e-5)
+
+
+def test_segmentation_loss_dice_term_known_answers():
+    y = np.zeros((1, 4, 4, 4), np.int32)
+    y[0, :2] = 1                                                           # 32 foreground voxels
+    perfect = np.stack([1.0 - y, y], -1).astype(np.float32)
+    ce_only = float(train.segmentation_loss()(y, perfect))
+    with_dice = float(train.segmentation_loss(dice=True)(y, perfect))
+    assert with_dice == pytest.approx(ce_only, abs=1e-5)                  # Dice 1: no extra loss
+    half = np.full((1, 4, 4, 4, 2), 0.5, np.float32)                       # soft Dice = (2*16 + 1) / (32 + 32 + 1)
+    extra = float(train.segmentation_loss(dice=True)(y, half)) - float(train.segmentation_loss()(y, half))
+    assert extra == pytest.approx(1 - 33 / 65, rel=1e-5)
+    with pytest.raises(ValueError, match="class_weights"):
+        train.segmentation_loss([1.0, -1.0])
+    with pytest.raises(ValueError, match="smooth"):
+        train.segmentation_loss(smooth=0.0)
+
+
+def test_learning_rate_schedule_constant_and_poly():
+    assert train.learning_rate_schedule(0.01, 100) == 0.01
+    poly = train.learning_rate_schedule(0.01, 100, kind="poly")
+    assert float(poly(0)) == pytest.approx(0.01)
+    assert float(poly(50)) == pytest.approx(0.01 * 0.5 ** 0.9, rel=1e-5)
+    assert float(poly(100)) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.learning_rate_schedule(0.01, 100, kind="cosine")
+
+
+def test_fit_with_dice_loss_and_poly_schedule_runs_and_checks_names():
+    keras.utils.set_random_seed(0)
+    model = models.unet_3d((8, 8, 8, 1), 2, levels=2, root_filters=2)
+    hist = train.fit(model, _tiny_problem(), iterations=4, learning_rate=0.01, seed=0, progress=False,
+                     loss="ce_dice", lr_schedule="poly")
+    assert len(hist["loss"]) == 4 and all(np.isfinite(hist["loss"]))
+    assert float(model.optimizer.learning_rate) < 0.01                      # decayed after 4 of 4 steps
+    kw = dict(iterations=1, learning_rate=0.01, seed=0, progress=False)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        train.fit(model, _tiny_problem(), **kw, loss="dice")
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        train.fit(model, _tiny_problem(), **kw, lr_schedule="step")
+
+
 # --------------------------------------------------------------------------- learning
 
 
