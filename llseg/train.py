@@ -418,8 +418,9 @@ def segmentation_loss(class_weights=None, *, dice: bool = False, smooth: float =
     A deviation for the cpu profile (the paper trains with cross-entropy alone): the Dice
     term is the usual companion of cross-entropy in short trainings of small structures
     (Milletari et al., V-Net, 2016; nnU-Net uses the same sum). Measured on six hard
-    stage-2 muscles, 150 iterations, Adam 0.01 with polynomial decay: mean test Dice
-    0.485 (cross-entropy) vs 0.571 (plus Dice).
+    stage-2 muscles, 150 iterations, Adam 0.01 with polynomial decay, class weights of power
+    0.5: mean test Dice 0.485 (cross-entropy) vs 0.571 (plus Dice); without class weights
+    0.563 (plus Dice).
     """
     from keras import ops
 
@@ -455,8 +456,9 @@ def learning_rate_schedule(learning_rate: float, iterations: int, *, kind: str =
     """Adam's learning rate: a constant, or ``lr * (1 - step / iterations) ** power`` ("poly").
 
     "poly" is nnU-Net's decay (Isensee et al., Nature Methods 2021): large steps early,
-    fine steps at the end, which matters when a network gets only 150 iterations (six hard
-    stage-2 muscles, Adam 0.01 + Dice: mean test Dice 0.336 constant vs 0.563 poly).
+    fine steps at the end, which matters when a network gets only a few hundred iterations.
+    Measured on six hard stage-2 muscles, 150 iterations, cross-entropy + Dice, mean test
+    Dice: constant 0.003 gave 0.336, poly from 0.003 0.270, poly from 0.01 0.563.
     Returns a float or a ``keras.optimizers.schedules.LearningRateSchedule``.
     """
     import keras
