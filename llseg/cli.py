@@ -213,6 +213,13 @@ def _augment_kwargs(params) -> dict:
             "flip_lr": bool(a["flip_lr"])}
 
 
+def _loss_kwargs(p) -> dict:
+    """The loss options of a training section for ``train.fit`` (defaults: the paper's plain
+    cross-entropy at a constant learning rate)."""
+    return {"class_weight_power": float(p.get("class_weight_power", 0.0)), "loss": str(p.get("loss", "ce")),
+            "lr_schedule": str(p.get("lr_schedule", "constant"))}
+
+
 def cmd_train_stage1(args) -> int:
     from . import io, stage1
 
@@ -228,16 +235,15 @@ def cmd_train_stage1(args) -> int:
             images, labels, group, factor=factor, levels=int(p["levels"]), root_filters=int(p["root_filters"]),
             iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]) + group,
             augment_kwargs=_augment_kwargs(params), validate=validate, validate_every=int(p["validate_every"]),
-            live=live, progress=not args.quiet, class_weight_power=float(p.get("class_weight_power", 0.0)),
-            loss=str(p.get("loss", "ce")), lr_schedule=str(p.get("lr_schedule", "constant")))
+            live=live, progress=not args.quiet, **_loss_kwargs(p))
     out = Path(args.out)
     io.save_model(model, out)
     io.write_json(out.with_suffix(".json"), {
         "group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES,
         "levels": int(p["levels"]), "root_filters": int(p["root_filters"]), "iterations": int(p["iterations"]),
         "learning_rate": float(p["learning_rate"]), "seconds": history["seconds"],
-        "class_weights": history["class_weights"], "loss": str(p.get("loss", "ce")),
-        "lr_schedule": str(p.get("lr_schedule", "constant")),
+        "class_weights": history["class_weights"], "loss": _loss_kwargs(p)["loss"],
+        "lr_schedule": _loss_kwargs(p)["lr_schedule"],
         "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
     print(f"{out}: group {group} trained in {history['seconds']:.0f} s, "
           f"test Dice (low res) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
@@ -288,17 +294,15 @@ def cmd_train_stage2(args) -> int:
     with _live(Path(args.live) / key if args.live else None, bool(args.live)) as live:
         history = train.fit(model, sampler, iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]),
                             seed=int(p["seed"]), validate=validate, validate_every=int(p["validate_every"]),
-                            live=live, progress=not args.quiet,
-                            class_weight_power=float(p.get("class_weight_power", 0.0)),
-                            loss=str(p.get("loss", "ce")), lr_schedule=str(p.get("lr_schedule", "constant")))
+                            live=live, progress=not args.quiet, **_loss_kwargs(p))
     out = Path(args.out)
     io.save_model(model, out)
     io.write_json(out.with_suffix(".json"), {
         "muscle": key, "input_size": list(size), "levels": levels, "root_filters": int(p["root_filters"]),
         "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]),
         "ratio_range": list(ratio_range), "seconds": history["seconds"],
-        "class_weights": history["class_weights"], "loss": str(p.get("loss", "ce")),
-        "lr_schedule": str(p.get("lr_schedule", "constant")),
+        "class_weights": history["class_weights"], "loss": _loss_kwargs(p)["loss"],
+        "lr_schedule": _loss_kwargs(p)["lr_schedule"],
         "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
     print(f"{out}: {key} {size} trained in {history['seconds']:.0f} s, "
           f"test Dice (GT-box crop) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
@@ -327,8 +331,7 @@ def cmd_train_variant(args) -> int:
             images, labels, key, spec, test_images=test_images, test_labels=test_labels, size=size,
             iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]),
             validate_every=int(p["validate_every"]), ratio_range=ratio_range, augment_kwargs=_augment_kwargs(params),
-            class_weight_power=float(p["class_weight_power"]), loss=str(p.get("loss", "ce")),
-            lr_schedule=str(p.get("lr_schedule", "constant")), live=live, progress=not args.quiet)
+            **_loss_kwargs(p), live=live, progress=not args.quiet)
     io.write_json(out, {  # no .keras file: the ablation keeps only the curves and this record
         "variant": args.variant, "muscle": key, **spec, "panel": list(spec["panel"]), "input_size": list(size),
         "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
