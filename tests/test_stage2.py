@@ -158,13 +158,13 @@ def test_crop_errors_quote_the_box():
 
 def _recording_crop(monkeypatch):
     calls = []
-    original = stage2.crop_to_input
+    original = stage2._crop_to_input          # what the sampler and predict_region call per crop
 
-    def crop(image, box, size, *, mirror=False):
+    def crop(image, box, size, mirror):
         calls.append((np.array(box), mirror, image.shape))
-        return original(image, box, size, mirror=mirror)
+        return original(image, box, size, mirror)
 
-    monkeypatch.setattr(stage2, "crop_to_input", crop)
+    monkeypatch.setattr(stage2, "_crop_to_input", crop)
     return calls
 
 
@@ -225,6 +225,19 @@ def test_sampler_errors(two_leg_case):
                             augment_kwargs={"label_mirror": np.arange(3)})
     with pytest.raises(ValueError, match="length"):
         stage2.make_sampler([image, image], [labels], "adductor_longus", size=(8, 8, 8))
+
+
+def test_make_validator_perfect_blind_and_errors(two_leg_case, monkeypatch):
+    image, labels, _ = two_leg_case
+    image = (labels > 0).astype(np.float32)                      # intensity = truth: a perfect "model"
+    monkeypatch.setattr(train, "predict_proba", _fake_intensity_model)
+    validate = stage2.make_validator([image], [labels], "adductor_longus", size=(8, 12, 12))
+    assert validate(None) > 0.95                                  # both sides, up to resampling
+    blind = stage2.make_validator([np.zeros_like(image)], [labels], "adductor_longus", size=(8, 12, 12))
+    assert blind(None) == 0.0
+    assert np.isnan(stage2.make_validator([image], [labels], "gracilis", size=(8, 8, 8))(None))
+    with pytest.raises(ValueError, match="length"):
+        stage2.make_validator([image, image], [labels], "adductor_longus", size=(8, 8, 8))
 
 
 # --------------------------------------------------------------------------- prediction
