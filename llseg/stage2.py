@@ -69,6 +69,14 @@ def _check_size(size, name: str = "size") -> tuple[int, int, int]:
     return out
 
 
+def _check_image(image) -> np.ndarray:
+    """A finite, real-valued 3-D image (the checks done once per image, not once per crop)."""
+    image = _validate.volume(image, "image")
+    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image) or image.dtype == bool:
+        raise TypeError(f"image must be real-valued, got dtype {image.dtype}")
+    return image
+
+
 def _check_box_in(box, shape, name: str = "box") -> np.ndarray:
     """A non-empty 3-D box lying inside an image of ``shape``."""
     b = boxes._as_box(box, name)
@@ -250,9 +258,7 @@ def crop_to_input(image, box, size, *, mirror: bool = False) -> np.ndarray:
     ValueError
         A box outside the image or empty, a bad size, a non-3-D or non-finite image.
     """
-    image = _validate.volume(image, "image")
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image) or image.dtype == bool:
-        raise TypeError(f"image must be real-valued, got dtype {image.dtype}")
+    image = _check_image(image)
     return _crop_to_input(image, _check_box_in(box, image.shape), _check_size(size), mirror)
 
 
@@ -436,9 +442,7 @@ def predict_region(model, image, box, *, size, mirror: bool, n_boxes: int = 6, r
         of box ``i`` put back onto the image grid and 0 outside box ``i``. A voxel covered by
         3 of 6 boxes that all say 1 gets 0.5.
     """
-    image = _validate.volume(image, "image")
-    if not np.issubdtype(image.dtype, np.number) or np.iscomplexobj(image) or image.dtype == bool:
-        raise TypeError(f"image must be real-valued, got dtype {image.dtype}")
+    image = _check_image(image)
     b = _check_box_in(box, image.shape)
     size = _check_size(size)
     tta = boxes.tta_boxes(b, n=n_boxes, ratio_range=ratio_range, seed=seed, shape=image.shape)
