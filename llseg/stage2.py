@@ -327,6 +327,19 @@ def probs_from_input(prob, box, *, mirror: bool = False) -> np.ndarray:
 # --------------------------------------------------------------------------- training
 
 
+def _image_regions(images: Sequence, label_maps: Sequence, muscle_key: str) -> list[tuple]:
+    """``(image, label map, label, tight box)`` per (case, side) where the muscle is present, after
+    checking the images once (same count as the maps, finite, same shapes)."""
+    if len(images) != len(label_maps):
+        raise ValueError(f"images and label_maps differ in length: {len(images)} vs {len(label_maps)}")
+    images = [_validate.volume(img, f"images[{i}]") for i, img in enumerate(images)]
+    out = []
+    for i, lab, label, tight in _tight_boxes(label_maps, muscle_key):
+        _validate.same_shape(images[i], lab, f"images[{i}]", f"label_maps[{i}]")
+        out.append((images[i], lab, label, tight))
+    return out
+
+
 def make_sampler(images: Sequence, label_maps: Sequence, muscle_key: str, *, size, ratio_range=(1.0, 1.8),
                  augment_kwargs: Mapping | None = None) -> Callable:
     """Training-sample generator of one muscle's network, for ``train.fit``.
@@ -379,14 +392,8 @@ def make_sampler(images: Sequence, label_maps: Sequence, muscle_key: str, *, siz
                          "flips must not swap labels)")
     spacing = kwargs.pop("spacing_mm", None)
     spacing = None if spacing is None else np.asarray(_validate.spacing(spacing, 3))
-    if len(images) != len(label_maps):
-        raise ValueError(f"images and label_maps differ in length: {len(images)} vs {len(label_maps)}")
-
-    images = [_validate.volume(img, f"images[{i}]") for i, img in enumerate(images)]
-    cases = []            # (image, label map, label, tight box, mirror)
-    for i, lab, label, tight in _tight_boxes(label_maps, m.key):
-        _validate.same_shape(images[i], lab, f"images[{i}]", f"label_maps[{i}]")
-        cases.append((images[i], lab, label, tight, label == m.left_label))
+    cases = [(img, lab, label, tight, label == m.left_label)     # (..., mirror)
+             for img, lab, label, tight in _image_regions(images, label_maps, m.key)]
     if not cases:
         raise ValueError(f"make_sampler: muscle {m.key!r} (labels {m.right_label}, {m.left_label}) is absent "
                          f"from all {len(label_maps)} label maps")
@@ -466,14 +473,10 @@ def make_validator(images: Sequence, label_maps: Sequence, muscle_key: str, *, s
     Returns NaN when no case contains the muscle.
     """
     m = anatomy.muscle(muscle_key)
-    if len(images) != len(label_maps):
-        raise ValueError(f"images and label_maps differ in length: {len(images)} vs {len(label_maps)}")
-    images = [_validate.volume(img, f"images[{i}]") for i, img in enumerate(images)]
     items = []
-    for i, labels, label, tight in _tight_boxes(label_maps, m.key):
-        _validate.same_shape(images[i], labels, f"images[{i}]", f"label_maps[{i}]")
+    for image, labels, label, tight in _image_regions(images, label_maps, m.key):
         box = boxes.enlarge_box(tight, (ratio,) * 3, (ratio,) * 3, labels.shape)
-        items.append((images[i], labels[boxes.box_slices(box)] == label, box, label == m.left_label))
+        items.append((image, labels[boxes.box_slices(box)] == label, box, label == m.left_label))
 
     def validate(model) -> float:
         scores = []
