@@ -9,17 +9,19 @@ Conventions shared by every builder (paper sections 2.2.1-2.2.3):
 
 * a *conv unit* is a 3x3x3 convolution (padding "same", no bias because BatchNorm follows,
   He-normal initialisation, a truncated Gaussian: "weights were initialized randomly from
-  Gaussian distribution") + BatchNormalization + ReLU. BatchNorm momentum is 0.9 (not
-  stated in the paper): its moving statistics, used at inference, then follow the weights
-  with a time constant of ~10 iterations instead of the ~100 of the Keras default 0.99,
-  which matters for short runs with batch size 1;
+  Gaussian distribution") + batch normalisation + ReLU. The batch normalisation is
+  :class:`SampleBatchNormalization`: with the paper's batch size 1, training normalises each
+  crop by its own mean and variance, and this layer keeps doing so at inference instead of
+  switching to moving averages (on the committed cpu run the moving averages cost 0.039 mean
+  Dice: 0.683 vs 0.722 with the same weights). Training is Keras' BatchNormalization
+  unchanged (momentum 0.9, so the moving statistics it still keeps follow the weights);
 * ``levels`` counts *resolution levels*, so a network has ``levels - 1`` 2x2x2 max-poolings
   and every spatial input size must be divisible by ``2 ** (levels - 1)``
   (:func:`model_divisor`). A spatial size may be ``None`` for a fully convolutional model
   that accepts any (divisible) size;
-* one custom layer, :class:`MaxUnpooling3D` (SegNet's unpooling), registered with Keras
-  as ``"llseg>MaxUnpooling3D"``: a saved SegNet loads once this module has been imported
-  (``import llseg.models``); the U-Net and FCN-8s use built-in layers only.
+* two custom layers, registered with Keras as ``"llseg>SampleBatchNormalization"`` and
+  ``"llseg>MaxUnpooling3D"`` (SegNet's unpooling): a saved model loads once this module has
+  been imported (``import llseg.models``; ``llseg.io.load_model`` does it).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ __all__ = [
     "fcn8s_3d",
     "segnet_3d",
     "MaxUnpooling3D",
+    "SampleBatchNormalization",
     "build_model",
     "model_divisor",
     "unet_param_count",
@@ -86,6 +89,42 @@ def _check_common(n_classes, root_filters) -> None:
         raise ValueError(f"root_filters must be a positive int, got {root_filters!r}")
 
 
+# --------------------------------------------------------------------------- normalisation
+
+
+@keras.saving.register_keras_serializable(package="llseg")
+class SampleBatchNormalization(layers.BatchNormalization):
+    """Batch normalisation that also uses each sample's own statistics at inference.
+
+    Training (``training=True``) is :class:`keras.layers.BatchNormalization` unchanged: with
+    batch size 1 (paper 2.2.3) its batch statistics are the crop's own per-channel mean and
+    variance over X, Y, Z, and the moving averages are updated as usual. Keras' layer switches
+    to those moving averages at inference, so a crop is then normalised differently from how
+    it was in training; this layer instead normalises every sample of an inference batch by
+    its own per-channel mean and variance over the spatial axes (samples are never pooled),
+    the same computation as a training step with batch size 1, and changes no variable.
+
+    Why: with batch size 1 the moving averages mix crops of different content, and the
+    mismatch cost 0.039 mean Dice on the committed cpu run (0.683 with moving averages vs
+    0.722 with sample statistics, same weights). Keras has no option for this, hence the
+    subclass (nnU-Net takes the same route by using instance normalisation throughout).
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (training and self.trainable) or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        axis = self.axis % len(x.shape)
+        spatial = [a for a in range(1, len(x.shape)) if a != axis]
+        mean, variance = ops.moments(x, axes=spatial, keepdims=True)   # (N, 1, 1, 1, C)
+        y = (x - mean) * ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            y = y * ops.cast(self.gamma, y.dtype)
+        if self.center:
+            y = y + ops.cast(self.beta, y.dtype)
+        return ops.cast(y, self.compute_dtype)
+
+
 # --------------------------------------------------------------------------- blocks
 
 
@@ -93,7 +132,7 @@ def _conv_unit(x, filters: int, name: str, kernel: int = 3):
     """Conv3D (no bias) + BN + ReLU."""
     x = layers.Conv3D(filters, kernel, padding="same", use_bias=False, kernel_initializer=_INIT,
                       name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = SampleBatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -112,13 +151,13 @@ def _residual_block(x, filters: int, name: str):
     y = _conv_unit(x, filters, f"{name}_1")
     y = layers.Conv3D(filters, 3, padding="same", use_bias=False, kernel_initializer=_INIT,
                       name=f"{name}_2_conv")(y)
-    y = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_2_bn")(y)
+    y = SampleBatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_2_bn")(y)
     if x.shape[-1] == filters:
         shortcut = x
     else:
         shortcut = layers.Conv3D(filters, 1, use_bias=False, kernel_initializer=_INIT,
                                  name=f"{name}_proj_conv")(x)
-        shortcut = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
+        shortcut = SampleBatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_relu")(y)
 

@@ -144,6 +144,60 @@ def test_models_reload_from_config_without_custom_objects():
         assert clone.count_params() == model.count_params()
 
 
+# --------------------------------------------------------------------------- sample batch normalisation
+
+
+def _bn_pair(channels=3, seed=0):
+    """A SampleBatchNormalization and a Keras BatchNormalization with the same random weights."""
+    rng = np.random.default_rng(seed)
+    ours, ref = models.SampleBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    for layer in (ours, ref):
+        layer.build((None, 4, 5, 6, channels))
+    w = [rng.uniform(0.5, 2.0, channels), rng.normal(size=channels), rng.normal(size=channels),
+         rng.uniform(0.5, 2.0, channels)]                                # gamma, beta, moving mean, moving var
+    ours.set_weights(w)
+    ref.set_weights(w)
+    return ours, ref
+
+
+def test_sample_bn_training_is_keras_batchnorm():
+    ours, ref = _bn_pair()
+    x = np.random.default_rng(1).normal(2.0, 3.0, size=(1, 4, 5, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(ours(x, training=True)), np.asarray(ref(x, training=True)), atol=1e-6)
+    for a, b in zip(ours.get_weights(), ref.get_weights()):    # moving statistics updated alike
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_sample_bn_inference_uses_each_samples_own_statistics():
+    ours, ref = _bn_pair()
+    rng = np.random.default_rng(2)
+    x = rng.normal(2.0, 3.0, size=(2, 4, 5, 6, 3)).astype(np.float32)
+    x[1] = 5 * x[1] - 7                                                 # a very different second sample
+    before = [w.copy() for w in ours.get_weights()]
+    y = np.asarray(ours(x, training=False))
+    for a, b in zip(before, ours.get_weights()):                        # inference changes no variable
+        np.testing.assert_array_equal(a, b)
+    gamma, beta = before[0], before[1]
+    for i in range(2):                                                  # hand computation, per sample
+        m, v = x[i].mean(axis=(0, 1, 2)), x[i].var(axis=(0, 1, 2))
+        np.testing.assert_allclose(y[i], (x[i] - m) / np.sqrt(v + ours.epsilon) * gamma + beta, atol=1e-4)
+        # the same as a training step with batch size 1 (what the network saw in training)
+        np.testing.assert_allclose(y[i], np.asarray(ref(x[i:i + 1], training=True))[0], atol=1e-4)
+    # Keras' own layer would use the moving statistics instead
+    assert np.abs(np.asarray(_bn_pair()[1](x, training=False)) - y).max() > 0.5
+
+
+def test_unet_inference_equals_its_batch_size_one_training_forward_pass():
+    keras.utils.set_random_seed(4)
+    model = models.build_model("unet", (8, 8, 4, 1), 3, levels=2, root_filters=2)
+    assert any(isinstance(l, models.SampleBatchNormalization) for l in model.layers)
+    x = np.random.default_rng(5).normal(size=(1, 8, 8, 4, 1)).astype(np.float32)
+    tv = [v.value for v in model.trainable_variables]
+    ntv = [v.value for v in model.non_trainable_variables]
+    train_out, _ = model.stateless_call(tv, ntv, x, training=True)
+    np.testing.assert_allclose(model.predict_on_batch(x), np.asarray(train_out), atol=1e-5)
+
+
 # --------------------------------------------------------------------------- segnet unpooling
 
 
