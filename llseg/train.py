@@ -511,8 +511,9 @@ def predict_proba(model, x, *, pad_mode: str = "edge") -> np.ndarray:
     -----
     Each spatial axis is padded (split evenly before and after) up to the model's input
     size if it is fixed, else up to the next multiple of
-    :func:`llseg.models.model_divisor`; the prediction is cropped back. BatchNorm uses its
-    moving statistics (inference mode).
+    :func:`llseg.models.model_divisor`; the prediction is cropped back. The model runs in inference mode
+    (llseg's networks then normalise by the input's own statistics, as in batch-size-1
+    training: ``llseg.models.SampleBatchNormalization``).
     """
     from .models import model_divisor
 
