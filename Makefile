@@ -1,5 +1,6 @@
 # llseg: the two commands a new user needs (see README.md)
-#   make study   set up .venv, generate the phantom cohort if data/ is missing, run the whole study (dvc repro)
+#   make study   set up .venv, generate the phantom cohort if data/ is missing, run the whole study
+#                (llseg repro: dvc repro with the training stages JOBS at a time, default one per core)
 #   make test    set up .venv, run the test suite
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -33,7 +34,7 @@ data: setup
 	@dvc status data.dvc
 
 study: data
-	dvc repro
+	llseg repro $(if $(JOBS),--jobs $(JOBS))
 	@dvc metrics show
 
 # `make test` runs every test not marked slow (about 10 minutes here, install included);

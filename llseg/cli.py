@@ -221,7 +221,9 @@ def _loss_kwargs(p) -> dict:
 
 
 def cmd_train_stage1(args) -> int:
-    from . import io, stage1
+    from . import io, stage1, train
+
+    train.use_training_threads()  # before any TensorFlow op (see its docstring)
 
     params = load_params(args.params)
     p = section(params, "stage1", args.params)
@@ -275,6 +277,8 @@ def _stage2_settings(params, key: str) -> dict:
 def cmd_train_stage2(args) -> int:
     from . import anatomy, io, models, stage2, train
 
+    train.use_training_threads()
+
     params = load_params(args.params)
     key = anatomy.muscle(args.muscle).key
     p = _stage2_settings(params, key)
@@ -310,7 +314,9 @@ def cmd_train_stage2(args) -> int:
 
 
 def cmd_train_variant(args) -> int:
-    from . import ablation, anatomy, io
+    from . import ablation, anatomy, io, train
+
+    train.use_training_threads()
 
     params = load_params(args.params)
     p, s2 = section(params, "ablation", args.params), section(params, "stage2", args.params)
@@ -517,6 +523,7 @@ EPILOG = textwrap.dedent("""\
       llseg preprocess --data data --out work/preprocessed
       llseg train-stage1 --group 1 --out models/stage1/group_01.keras
       llseg train-stage2 --muscle soleus --out models/stage2/soleus.keras
+      llseg repro --jobs 2                dvc repro, training two networks at a time
       llseg predict                       segment the test cases (after dvc repro trained the models)
       llseg evaluate                      score the test predictions (Dice, MSD, volumes)
       llseg train-variant --variant residual --out models/ablation/residual.json   (Figure 5)
@@ -551,6 +558,16 @@ def cmd_claims(args) -> int:
     io.write_text(args.out, claims.claims_markdown(found, profile=profile, notes=notes))
     print(f"{args.out}: {len(found)} claims; " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return 0
+
+
+def cmd_repro(args) -> int:
+    from . import repro
+
+    try:
+        return repro.reproduce(jobs=args.jobs, log_dir=args.log_dir, progress=not args.quiet, dry=args.dry)
+    except RuntimeError as exc:  # dvc itself failed (not a stage): one line, exit 1
+        print(f"llseg repro: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -649,6 +666,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table", default="reports/tables/metrics_per_region.csv", help="per-region rows (llseg evaluate)")
     sp.add_argument("--out", default="reports/claims.md", help="Markdown report")
     sp.add_argument("--json", default="metrics/claims.json", help="counts per verdict and the claims (DVC metrics)")
+
+    sp = add("repro", cmd_repro, "dvc repro, with the training stages run side by side: preprocessing first, "
+             "then the changed training stages N at a time (one thread each), then the rest.",
+             "llseg repro --jobs 2")
+    sp.add_argument("-j", "--jobs", type=int, default=None, help="training stages at once (default: the CPU cores)")
+    sp.add_argument("--log-dir", default="work/logs/repro", help="one log per training stage")
+    sp.add_argument("--dry", action="store_true", help="print the plan only")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sp = add("segment", cmd_segment, "Segment one NIfTI scan: 70-region label map in the scan's own space, "
              "muscle volumes (CSV, mL), contours (JSON) and colour tables for 3D Slicer (.ctbl) and "

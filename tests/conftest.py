@@ -11,7 +11,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from llseg import cli, io  # noqa: E402
+from llseg import cli, io, train  # noqa: E402
+
+# The training commands run TensorFlow on one thread and must set it before the process's
+# first TensorFlow op; tests call them in-process, so the whole session uses that setting.
+train.use_training_threads()
 
 ROOT = Path(__file__).resolve().parents[1]
 

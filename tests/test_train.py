@@ -459,3 +459,23 @@ def test_tiny_unet_learns_a_sphere_in_noise():
     assert hist["val_dice"][-1][0] == 150
     assert hist["val_dice"][-1][1] > 0.9, hist["val_dice"]
     assert np.mean(hist["loss"][-10:]) < np.mean(hist["loss"][:10])
+
+
+def test_use_training_threads_in_a_fresh_process():
+    """One thread for intra- and inter-op work, set before the first op; asking for another count
+    once TensorFlow runs is a clear error (the conftest already set this session to one)."""
+    import subprocess
+    import sys
+
+    code = ("import tensorflow as tf\nfrom llseg import train\n"
+            "train.use_training_threads()\ntrain.use_training_threads(1)\n"
+            "t = tf.config.threading\nprint('threads', t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())\n"
+            "tf.constant(1.0) + 1.0\n"
+            "try:\n    train.use_training_threads(2)\nexcept RuntimeError as e:\n    print('error', e)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert lines[0] == "threads 1 1"
+    assert lines[1].startswith("error cannot set TensorFlow to 2 thread(s): call use_training_threads before")
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        train.use_training_threads(0)
