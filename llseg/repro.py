@@ -34,9 +34,20 @@ TRAINING_STAGES = ("train_variant", "train_stage1", "train_stage2")  # launch or
 UPSTREAM = ("preprocess",)  # dvc repro of these brings every dependency of the training stages up to date
 
 
+GIB_PER_JOB = 2.0  # a cpu-profile training process peaks at about 1.2 GiB resident
+
+
 def default_jobs() -> int:
-    """Cores this process may use (``os.sched_getaffinity``), at least 1."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    """One job per core this process may use, but no more than the available memory holds at
+    ``GIB_PER_JOB`` each (``psutil``, a DVC dependency); at least 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        import psutil
+
+        by_memory = int(psutil.virtual_memory().available / 2**30 // GIB_PER_JOB)
+    except ImportError:
+        by_memory = cores
+    return max(1, min(cores, by_memory))
 
 
 def training_stages(names: Sequence[str], kinds: Sequence[str] = TRAINING_STAGES) -> list[str]:

@@ -134,3 +134,18 @@ def test_cli_repro_dry_run_and_bad_jobs(tmp_path, monkeypatch, capsys):
     assert not (repo / "prep.txt").exists()
     assert cli.main(["repro", "-j", "0"]) == 1
     assert "jobs must be a positive int" in capsys.readouterr().err
+
+
+def test_default_jobs_is_bounded_by_cores_and_memory(monkeypatch):
+    import os
+
+    import psutil
+
+    cores = len(os.sched_getaffinity(0))
+    assert 1 <= repro.default_jobs() <= cores
+
+    class Mem:
+        available = 3 * 2**30  # room for one 2-GiB job
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem)
+    assert repro.default_jobs() == 1
