@@ -105,6 +105,9 @@ def run_parallel(stages: Sequence[str], *, jobs: int, run_stage: Callable[[str],
         except Exception as exc:  # noqa: BLE001 - reported as this stage's failure
             print(f"{stage}: {type(exc).__name__}: {exc}", file=sys.stderr)
             rc = -1
+        except BaseException:  # KeyboardInterrupt: stop here, before the pool starts another stage
+            stop.set()
+            raise
         if rc != 0:
             stop.set()
         return rc, time.perf_counter() - t0
@@ -112,14 +115,21 @@ def run_parallel(stages: Sequence[str], *, jobs: int, run_stage: Callable[[str],
     failed: list[str] = []
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(timed, stage): stage for stage in stages}
-        for fut in as_completed(futures):
-            if fut.result() is None:  # skipped after a failure
-                continue
-            rc, seconds = fut.result()
-            if rc != 0:
-                failed.append(futures[fut])
-            if on_done is not None:
-                on_done(futures[fut], rc, seconds)
+        try:
+            for fut in as_completed(futures):
+                result = fut.result()
+                if result is None:  # skipped after a failure
+                    continue
+                rc, seconds = result
+                if rc != 0:
+                    failed.append(futures[fut])
+                if on_done is not None:
+                    on_done(futures[fut], rc, seconds)
+        except BaseException:  # Ctrl-C: start nothing more (the running children got the signal too)
+            stop.set()
+            for fut in futures:
+                fut.cancel()
+            raise
     return failed
 
 

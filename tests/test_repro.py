@@ -65,6 +65,17 @@ def test_run_parallel_stops_launching_after_a_failure():
     assert repro.run_parallel(["a", "b", "c", "d"], jobs=1, run_stage=run_stage) == ["b"]
     assert ran == ["a", "b"]
     assert repro.run_parallel(["x"], jobs=1, run_stage=lambda s: 3) == ["x"]
+    ran.clear()
+
+    def interrupted(stage):  # Ctrl-C while a stage runs: it propagates, nothing else starts
+        ran.append(stage)
+        if stage == "b":
+            raise KeyboardInterrupt
+        return 0
+
+    with pytest.raises(KeyboardInterrupt):
+        repro.run_parallel(["a", "b", "c", "d"], jobs=1, run_stage=interrupted)
+    assert ran == ["a", "b"]
     with pytest.raises(ValueError, match="jobs must be a positive int"):
         repro.run_parallel(["a"], jobs=0, run_stage=lambda s: 0)
 
