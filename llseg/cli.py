@@ -670,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("repro", cmd_repro, "dvc repro, with the training stages run side by side: preprocessing first, "
              "then the changed training stages N at a time (one thread each), then the rest.",
              "llseg repro --jobs 2")
-    sp.add_argument("-j", "--jobs", type=int, default=None, help="training stages at once (default: the CPU cores)")
+    sp.add_argument("-j", "--jobs", type=int, default=None, help="training stages at once (default: one per CPU core, at most one per 2 GiB free memory)")
     sp.add_argument("--log-dir", default="work/logs/repro", help="one log per training stage")
     sp.add_argument("--dry", action="store_true", help="print the plan only")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -17,7 +17,7 @@ DVC = [str(Path(sys.executable).with_name("dvc"))]
 def test_training_stages_picks_foreach_instances_longest_kind_first():
     names = ["check", "preprocess", "train_stage1@01", "box_priors", "train_stage2@soleus", "train_variant@dense",
              "train_stage1@02", "predict", "train_stage2"]
-    assert repro.training_stages(names) == ["train_variant@dense", "train_stage1@01", "train_stage1@02",
+    assert repro.training_stages(names) == ["train_stage1@01", "train_stage1@02", "train_variant@dense",
                                             "train_stage2@soleus"]
 
 
