@@ -194,11 +194,12 @@ def use_training_threads(n: int = TRAINING_THREADS) -> None:
     """Run this process's TensorFlow ops on ``n`` threads (intra- and inter-op); call it before
     the process runs its first TensorFlow op. No-op on the other Keras backends.
 
-    The training commands use one thread. On the kit's 2-core CPU a second thread made a
-    16-filter stage-2 step only 1.1-1.25x faster, while two one-thread trainings side by side
-    (``llseg repro --jobs 2``) finish 1.6-1.8x sooner than the same two one after the other;
-    and with the thread count fixed, a seed gives the same weights on any machine, whatever
-    its core count or how many trainings run at once (oneDNN's reductions depend on it).
+    The training commands use one thread. On the kit's 2-core CPU a second thread made a lone
+    training only 1.06-1.42x faster, while two one-thread trainings side by side
+    (``llseg repro --jobs 2``) finish 1.63-1.69x sooner than two default-thread ones one after
+    the other (``benchmarks/bench_parallel_training.py``). With the thread count fixed, a seed's
+    weights do not depend on the machine's core count or on what runs beside it (oneDNN's sums
+    depend on the thread count).
     """
     import keras
 

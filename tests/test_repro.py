@@ -1,5 +1,6 @@
 """llseg repro: training stages side by side under DVC (a toy pipeline with real `dvc`)."""
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -139,7 +140,7 @@ def test_reproduce_stops_at_a_failed_training_stage(tmp_path, capsys):
 def test_cli_repro_dry_run_and_bad_jobs(tmp_path, monkeypatch, capsys):
     repo = _toy_pipeline(tmp_path / "repo", tmp_path / "marks")
     monkeypatch.chdir(repo)
-    monkeypatch.setenv("PATH", f"{Path(DVC[0]).parent}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{Path(DVC[0]).parent}:{os.environ['PATH']}")
     assert cli.main(["repro", "--dry", "-j", "2"]) == 0
     assert "3 training stages, 2 at a time" in capsys.readouterr().out
     assert not (repo / "prep.txt").exists()
@@ -148,8 +149,6 @@ def test_cli_repro_dry_run_and_bad_jobs(tmp_path, monkeypatch, capsys):
 
 
 def test_default_jobs_is_bounded_by_cores_and_memory(monkeypatch):
-    import os
-
     import psutil
 
     cores = len(os.sched_getaffinity(0))
