@@ -76,7 +76,7 @@ def main() -> int:
           f"({sum(k.startswith('stage1') for k in train)} networks), stage 2 {s2 / 60:.1f} min "
           f"({sum(k.startswith('stage2') for k in train)} networks); `llseg repro` runs {jobs} at a time here, "
           f"so about {wall / 60:.1f} min of wall time, {wall / STUDY_BUDGET_S:.2f} of the 45-min study budget "
-          f"(process start, loading and DVC add about 12 s per network; time `make study` for the whole)")
+          f"(process start, loading and DVC come on top: time `make study` for the whole)")
 
     cascade = ROOT / "metrics" / "cascade.json"
     if cascade.exists():
