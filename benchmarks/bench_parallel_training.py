@@ -6,7 +6,7 @@ This is the measurement behind ``llseg.train.use_training_threads`` and ``llseg 
 Each training is a separate Python process, as a DVC stage is, training a 3-level U-Net with
 ``llseg.train.fit`` on random data for ``--steps`` iterations; two network shapes:
 
-- stage-2-like: 16 root filters, input 32 x 28 x 24, 2 classes;
+- stage-2-like: 16 root filters (the cpu profile now uses 8), input 32 x 28 x 24, 2 classes;
 - stage-1-like: 8 root filters, input 60 x 48 x 24, 9 classes.
 
 Printed per shape: wall seconds of (a) two default-thread processes run one after the other,
