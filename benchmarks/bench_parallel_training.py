@@ -6,7 +6,8 @@ This is the measurement behind ``llseg.train.use_training_threads`` and ``llseg 
 Each training is a separate Python process, as a DVC stage is, training a 3-level U-Net with
 ``llseg.train.fit`` on random data for ``--steps`` iterations; two network shapes:
 
-- stage-2-like: 16 root filters (the cpu profile now uses 8), input 32 x 28 x 24, 2 classes;
+- stage-2-like: 8 root filters (the cpu profile's stage 2), input 32 x 28 x 24, 2 classes;
+- stage-2-wide: the same with 16 root filters (the cpu profile's stage 2 until session 8);
 - stage-1-like: 8 root filters, input 60 x 48 x 24, 9 classes.
 
 Printed per shape: wall seconds of (a) two default-thread processes run one after the other,
@@ -37,7 +38,7 @@ model = models.build_model("unet", (*shape, 1), n_classes, levels=3, root_filter
 train.fit(model, lambda r: (x, y), iterations=steps, learning_rate=0.01, seed=0, progress=False)
 """
 
-SHAPES = {"stage-2-like": ("32x28x24", 16, 2), "stage-1-like": ("60x48x24", 8, 9)}
+SHAPES = {"stage-2-like": ("32x28x24", 8, 2), "stage-2-wide": ("32x28x24", 16, 2), "stage-1-like": ("60x48x24", 8, 9)}
 
 
 def _start(threads: int, shape: str, root: int, n_classes: int, steps: int) -> subprocess.Popen:
