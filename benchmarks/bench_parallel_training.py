@@ -4,10 +4,10 @@
 
 This is the measurement behind ``llseg.train.use_training_threads`` and ``llseg repro --jobs``.
 Each training is a separate Python process, as a DVC stage is, training a 3-level U-Net with
-``llseg.train.fit`` on random data for ``--steps`` iterations; two network shapes:
+``llseg.train.fit`` on random data for ``--steps`` iterations; three network shapes:
 
 - stage-2-like: 8 root filters (the cpu profile's stage 2), input 32 x 28 x 24, 2 classes;
-- stage-2-wide: the same with 16 root filters (the cpu profile's stage 2 until session 8);
+- stage-2-wide: the same with 16 root filters (the cpu profile's stage 2 before it moved to 8);
 - stage-1-like: 8 root filters, input 60 x 48 x 24, 9 classes.
 
 Printed per shape: wall seconds of (a) two default-thread processes run one after the other,
