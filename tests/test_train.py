@@ -301,6 +301,24 @@ def test_fit_is_reproducible_for_a_seed():
     assert runs[0]["val_dice"] == []        # no validate given
 
 
+def test_fit_trains_exactly_like_a_plain_keras_loop():
+    # fit builds Adam's variables before the first step (one trace instead of two); the losses
+    # and weights must be those of compile + train_on_batch without that
+    keras.utils.set_random_seed(7)
+    model = models.unet_3d((8, 8, 8, 1), 2, levels=2, root_filters=2)
+    hist = train.fit(model, _tiny_problem(), iterations=4, learning_rate=0.01, seed=7, progress=False)
+    keras.utils.set_random_seed(7)
+    plain = models.unet_3d((8, 8, 8, 1), 2, levels=2, root_filters=2)
+    keras.utils.set_random_seed(7)
+    plain.compile(optimizer=keras.optimizers.Adam(learning_rate=0.01), loss=train.segmentation_loss(None),
+                  jit_compile=False if keras.backend.backend() == "tensorflow" else "auto")
+    sample, rng = _tiny_problem(), np.random.default_rng(7)
+    losses = [float(np.asarray(plain.train_on_batch(*sample(rng)))) for _ in range(4)]
+    assert hist["loss"] == losses
+    for a, b in zip(model.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fit_bad_arguments():
     model = models.unet_3d((8, 8, 8, 1), 2, levels=2, root_filters=2)
     kw = dict(iterations=1, learning_rate=0.01, seed=0, progress=False)
