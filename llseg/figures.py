@@ -7,6 +7,7 @@ convention (subject's right on the viewer's left, anterior up), as MR viewers do
 from __future__ import annotations
 
 import logging
+import math
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -154,7 +155,9 @@ def dice_figure(rows, table, *, order=None, title: str = ""):
         One row per muscle: this run's Dice per case and side (dots, muscle colour) and their
         mean ± sd (bar), the paper's mean ± sd (black square) and the interobserver Dice (red
         tick). Muscle names reaching the interobserver value in this run are green. NaN Dice
-        values are left out of the dots and counted in the x-axis label.
+        values are left out of the dots and counted in the x-axis label. Where ``table`` has a
+        finite ``one_voxel_margin_dice``, a grey tick marks it: the Dice of a boundary one
+        in-plane voxel too far out.
     """
     by_key = {r["muscle"]: r for r in table}
     order = list(order) if order is not None else [m.key for m in anatomy.MUSCLES]
@@ -174,6 +177,9 @@ def dice_figure(rows, table, *, order=None, title: str = ""):
         ax.errorbar(t["paper_dice_mean"], y + 0.22, xerr=t["paper_dice_sd"], fmt="s", ms=3.5, color="k",
                     elinewidth=1, capsize=2, zorder=4)
         ax.scatter(t["interobserver_dice"], y, marker="|", s=160, lw=2, color="tab:red", zorder=5)
+        margin = t.get("one_voxel_margin_dice", math.nan)
+        if np.isfinite(margin):
+            ax.scatter(margin, y, marker="|", s=160, lw=2, color="0.55", zorder=4)
     ax.set_yticks(range(len(order)), [by_key[k]["name"] for k in order], fontsize=8)
     for label, key in zip(ax.get_yticklabels(), order):
         if by_key[key]["within_interobserver"]:
@@ -191,9 +197,12 @@ def dice_figure(rows, table, *, order=None, title: str = ""):
                       label="this run: mean ± sd (dots: cases × sides)"),
                Line2D([], [], marker="s", ls="", color="k", ms=4, label="paper: mean ± sd"),
                Line2D([], [], marker="|", ls="", color="tab:red", ms=10, mew=2, label="paper: interobserver")]
-    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False, fontsize=7.5)
+    if any(np.isfinite(r.get("one_voxel_margin_dice", math.nan)) for r in table):
+        handles.append(Line2D([], [], marker="|", ls="", color="0.55", ms=10, mew=2,
+                              label="truth vs truth grown by one in-plane voxel"))
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False, fontsize=7.5)
     if title:
-        ax.set_title(title, fontsize=10, pad=22)
+        ax.set_title(title, fontsize=10, pad=34)
     sns.despine(fig)
     fig.tight_layout()
     return fig

@@ -89,6 +89,7 @@ from .anatomy import N_REGIONS, REGIONS, region_name
 __all__ = [
     "EmptyMaskWarning",
     "dice",
+    "one_voxel_margin_dice",
     "surface_distances",
     "mean_surface_distance",
     "average_symmetric_surface_distance",
@@ -270,6 +271,64 @@ def dice(pred, truth) -> float:
         _warn("dice: pred and truth are both empty; Dice is NaN")
         return float("nan")
     return 2.0 * int(np.count_nonzero(pred & truth)) / (n_p + n_t)
+
+
+def one_voxel_margin_dice(truth, *, voxels: int = 1, axes=(0, 1)) -> float:
+    """Dice that a segmentation scores whose boundary lies ``voxels`` voxels outside ``truth`` everywhere.
+
+    A resolution reference: the Dice of ``truth`` against itself grown by ``voxels`` along
+    ``axes`` (``scipy.ndimage.binary_dilation`` with a cross, i.e. 4-connected in the X-Y
+    plane by default). It shows what a boundary error of one voxel costs a muscle of this
+    size on this grid: small and thin muscles lose far more Dice for the same error, so it
+    bounds how close a given mean Dice is to "within a voxel everywhere".
+
+    Parameters
+    ----------
+    truth : (X, Y, Z) ndarray of bool
+        Ground-truth mask of one region (integers 0/1 are accepted).
+    voxels : int, optional
+        Margin in voxels (>= 1).
+    axes : sequence of int, optional
+        Axes the mask grows along; default the in-plane axes X, Y (slices are usually much
+        thicker than the in-plane voxels).
+
+    Returns
+    -------
+    float
+        In (0, 1); NaN (with an ``EmptyMaskWarning``) for an empty mask.
+
+    Raises
+    ------
+    ValueError
+        Not 3-D, ``voxels`` < 1, or ``axes`` empty, repeated or outside 0..2.
+    TypeError
+        Not a bool (or 0/1 integer) mask.
+    """
+    t = _as_mask(truth, "truth")
+    if isinstance(voxels, bool) or not isinstance(voxels, (int, np.integer)) or voxels < 1:
+        raise ValueError(f"voxels must be an int >= 1, got {voxels!r}")
+    axes = tuple(int(a) for a in axes)
+    if not axes or len(set(axes)) != len(axes) or any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"axes must be distinct axes among 0, 1, 2, got {axes}")
+    n = int(np.count_nonzero(t))
+    if n == 0:
+        _warn("one_voxel_margin_dice: truth is empty; Dice is NaN")
+        return float("nan")
+    return _margin_dice(t, int(voxels), axes)
+
+
+def _margin_dice(t: np.ndarray, voxels: int, axes: tuple[int, ...]) -> float:
+    """``one_voxel_margin_dice`` of a non-empty bool mask, without checks or warnings."""
+    structure = np.zeros((3, 3, 3), dtype=bool)
+    structure[1, 1, 1] = True
+    for a in axes:                                   # the 6-neighbours along the chosen axes
+        idx = [1, 1, 1]
+        for v in (0, 2):
+            idx[a] = v
+            structure[tuple(idx)] = True
+    grown = ndimage.binary_dilation(np.pad(t, voxels), structure, iterations=voxels)  # padded: may grow past the crop
+    n = int(np.count_nonzero(t))
+    return 2.0 * n / (n + int(np.count_nonzero(grown)))       # truth lies inside grown
 
 
 def surface_distances(pred, truth, spacing_mm) -> np.ndarray:
@@ -525,8 +584,9 @@ def _region_metrics(p: np.ndarray, t: np.ndarray, spacing: tuple[float, ...]) ->
         message = (f"{empty} empty; Dice {d}, surface distances NaN"
                    f"{', volume error NaN' if n_t == 0 else ''}")
     err = _volume_error(v_p, v_t)
+    margin = _margin_dice(t, 1, (0, 1)) if n_t else nan
     return dict(dice=d, msd_mm=msd, assd_mm=assd, hd95_mm=hd95, volume_pred_ml=v_p, volume_true_ml=v_t,
-                volume_error_pct=err, volume_error_abs_pct=abs(err)), message
+                volume_error_pct=err, volume_error_abs_pct=abs(err), dice_one_voxel_margin=margin), message
 
 
 def _limit_worker_threads() -> None:
@@ -568,7 +628,9 @@ def evaluate_regions(pred_labels, truth_labels, spacing_mm, *, labels=None, case
         One per region, with keys ``label`` (int), ``muscle`` (anatomy key), ``side``
         ("right"/"left"), ``dice``, ``msd_mm`` (the paper's directed MSD), ``assd_mm``,
         ``hd95_mm``, ``volume_pred_ml``, ``volume_true_ml``, ``volume_error_pct`` (signed),
-        ``volume_error_abs_pct``, and ``case`` if given. Values are Python floats.
+        ``volume_error_abs_pct``, ``dice_one_voxel_margin`` (``one_voxel_margin_dice`` of the
+        truth, in-plane: a resolution reference, NaN when the truth is empty), and ``case``
+        if given. Values are Python floats.
 
     Raises
     ------
@@ -581,7 +643,8 @@ def evaluate_regions(pred_labels, truth_labels, spacing_mm, *, labels=None, case
     -----
     Values are identical to calling ``dice``, ``mean_surface_distance``,
     ``average_symmetric_surface_distance``, ``hausdorff_distance_95``, ``volume_ml`` and
-    ``volume_error_pct`` on ``pred_labels == k`` and ``truth_labels == k``; the empty-mask
+    ``volume_error_pct`` on ``pred_labels == k`` and ``truth_labels == k`` (and
+    ``one_voxel_margin_dice`` on ``truth_labels == k``); the empty-mask
     table of the module docstring applies, with one ``EmptyMaskWarning`` per affected region
     naming the case and region. Each region is cropped to the union of its two bounding
     boxes, found for all labels in one ``scipy.ndimage.find_objects`` pass per map.

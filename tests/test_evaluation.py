@@ -185,6 +185,26 @@ def test_compare_with_paper_on_the_papers_own_values():
     assert c["best_vs_interobserver"][0]["muscle"] == "obturator_externus"
 
 
+def test_one_voxel_margin_reference_in_table1_and_comparison():
+    rows = paper_rows()
+    assert all(math.isnan(t["one_voxel_margin_dice"]) for t in evaluation.table1(rows))     # column absent
+    c = evaluation.compare_with_paper(rows)
+    assert math.isnan(c["one_voxel_margin_dice_mean_over_muscles"]) and c["n_above_one_voxel_margin"] == 0
+    # soleus scored 0.9 against margin Dice 0.8 and 0.7 (mean 0.75); every other muscle at 0.95 vs 0.9
+    rows = [{**r, evaluation.MARGIN: 0.9, "dice": 0.95} for r in rows if r["muscle"] != "soleus"]
+    rows += [{**row("soleus", 0.9), evaluation.MARGIN: 0.8}, {**row("soleus", 0.9, side="left"), evaluation.MARGIN: 0.7}]
+    table = {t["muscle"]: t for t in evaluation.table1(rows)}
+    assert table["soleus"]["one_voxel_margin_dice"] == pytest.approx(0.75)
+    assert table["gracilis"]["one_voxel_margin_dice"] == pytest.approx(0.9)
+    c = evaluation.compare_with_paper(rows)
+    assert c["one_voxel_margin_dice_mean_over_muscles"] == pytest.approx((34 * 0.9 + 0.75) / 35)
+    assert c["n_above_one_voxel_margin"] == 35
+    rows[0] = {**rows[0], "dice": 0.87}          # one side below its margin: the muscle's mean 0.91 still above
+    assert evaluation.compare_with_paper(rows)["n_above_one_voxel_margin"] == 35
+    rows[1] = {**rows[1], "dice": 0.85}
+    assert evaluation.compare_with_paper(rows)["n_above_one_voxel_margin"] == 34
+
+
 def test_stage_and_evaluation_summary():
     rows = ([row("soleus", 0.5, 2.0, 10.0, stage="stage1"), row("gracilis", NAN, NAN, NAN, stage="stage1")]
             + [row("soleus", 1.0, NAN, 0.0, stage="stage2", case=c) for c in ("a", "b")])

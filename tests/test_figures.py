@@ -59,9 +59,18 @@ def test_dice_figure_one_row_per_muscle():
     names = [t.get_text() for t in ax.get_yticklabels()]
     assert len(names) == 35 and names[0] == "Gluteus maximus" and names[-1] == "External rotators"
     assert "1 NaN not shown" in ax.get_xlabel()
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(legend) == 3                          # rows without the margin column: no reference tick
     plt.close(fig)
     with pytest.raises(ValueError, match="not in table"):
         figures.dice_figure(rows, table, order=["biceps"])
+    marked = [{**r, evaluation.MARGIN: 0.8} for r in rows]
+    fig = figures.dice_figure(marked, evaluation.table1(marked))
+    ax = fig.axes[0]
+    assert "truth vs truth grown by one in-plane voxel" in [t.get_text() for t in ax.get_legend().get_texts()]
+    grey = [c for c in ax.collections if np.allclose(c.get_offsets()[:, 0], 0.8) and len(c.get_offsets()) == 1]
+    assert len(grey) == 35                            # one reference tick per muscle, at its margin Dice
+    plt.close(fig)
 
 
 def test_volume_msd_figure_three_panels():

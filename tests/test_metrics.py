@@ -8,8 +8,8 @@ from scipy.spatial.distance import cdist
 from llseg import metrics
 from llseg.anatomy import REGIONS, region_name
 from llseg.metrics import (EmptyMaskWarning, average_symmetric_surface_distance, dice, evaluate_regions,
-                           hausdorff_distance_95, mean_surface_distance, surface_distances, volume_error_pct,
-                           volume_ml)
+                           hausdorff_distance_95, mean_surface_distance, one_voxel_margin_dice, surface_distances,
+                           volume_error_pct, volume_ml)
 
 ANISO = (0.8, 1.2, 5.0)
 
@@ -63,6 +63,36 @@ def test_dice_of_shifted_cubes_is_dice_not_jaccard(no_warnings):
         b = np.roll(a, 1, axis=axis)                                      # overlap 48
         assert dice(a, b) == pytest.approx(2 * 48 / 128)                  # 0.75; Jaccard would be 0.6
     assert dice(a, a) == 1.0
+
+
+def test_one_voxel_margin_dice_known_answers(no_warnings):
+    # a 4 x 6 x 3 box: one in-plane voxel around it adds 2 * (4 + 6) voxels per slice (no corners),
+    # two add 4 * (4 + 6) + 4 (a diamond's corners); growing along Z as well adds the two end faces
+    t = np.zeros((12, 12, 5), dtype=bool)
+    t[0:4, 3:9, 1:4] = True                                    # touches the X border: still grows there
+    n = 4 * 6 * 3
+    assert one_voxel_margin_dice(t) == pytest.approx(2 * n / (n + 3 * (24 + 20)))
+    assert one_voxel_margin_dice(t, voxels=2) == pytest.approx(2 * n / (n + 3 * (24 + 40 + 4)))
+    assert one_voxel_margin_dice(t, axes=(0, 1, 2)) == pytest.approx(2 * n / (n + 3 * 44 + 2 * 24))
+    assert one_voxel_margin_dice(t.astype(np.uint8)) == one_voxel_margin_dice(t)
+    big = np.zeros((40, 40, 3), dtype=bool)
+    big[5:35, 5:35] = True
+    assert one_voxel_margin_dice(big) > one_voxel_margin_dice(t)       # larger muscles lose less
+
+
+def test_one_voxel_margin_dice_errors_and_empty():
+    t = np.zeros((4, 4, 4), dtype=bool)
+    with pytest.warns(EmptyMaskWarning, match="empty"):
+        assert np.isnan(one_voxel_margin_dice(t))
+    t[1, 1, 1] = True
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="voxels"):
+            one_voxel_margin_dice(t, voxels=bad)
+    for bad in ((), (0, 0), (3,)):
+        with pytest.raises(ValueError, match="axes"):
+            one_voxel_margin_dice(t, axes=bad)
+    with pytest.raises(TypeError, match="bool mask"):
+        one_voxel_margin_dice(t * 2.0)
 
 
 def test_dice_one_voxel_and_empty_cases():
@@ -286,7 +316,8 @@ def test_evaluate_regions_matches_pair_functions(label_pair):
         assert any(f"case s01: label {label} ({region_name(label)})" in m for m in messages)
     assert [r["label"] for r in rows] == [1, 36, 2, 37, 3]
     assert set(rows[0]) == {"case", "label", "muscle", "side", "dice", "msd_mm", "assd_mm", "hd95_mm",
-                            "volume_pred_ml", "volume_true_ml", "volume_error_pct", "volume_error_abs_pct"}
+                            "volume_pred_ml", "volume_true_ml", "volume_error_pct", "volume_error_abs_pct",
+                            "dice_one_voxel_margin"}
     r1, r36, r2, r37, r3 = rows
     assert (r1["muscle"], r1["side"], r1["case"]) == (REGIONS[1][0], "right", "s01")
     p, t = pred == 1, truth == 1
@@ -298,6 +329,8 @@ def test_evaluate_regions_matches_pair_functions(label_pair):
     assert r1["volume_true_ml"] == pytest.approx(8 * 9 * 5 * 5 / 1000)
     assert r1["volume_error_pct"] == pytest.approx(volume_error_pct(p, t, sp))
     assert r1["volume_error_abs_pct"] == pytest.approx(abs(r1["volume_error_pct"]))
+    assert r1["dice_one_voxel_margin"] == one_voxel_margin_dice(t)
+    assert np.isnan(r2["dice_one_voxel_margin"]) and r37["dice_one_voxel_margin"] > 0    # truth empty / not
     assert (r36["dice"], r36["msd_mm"], r36["assd_mm"], r36["hd95_mm"], r36["volume_error_pct"]) == (1, 0, 0, 0, 0)
     assert r36["side"] == "left"
     assert r2["dice"] == 0.0 and np.isnan(r2["msd_mm"]) and np.isnan(r2["volume_error_pct"])
