@@ -10,6 +10,8 @@ Prints, for a 3-level plain U-Net (1 input channel):
 2. ``model.fit`` on a ``keras.utils.PyDataset`` vs a Python loop of ``train_on_batch``
    (same model, same number of steps) and the ratio.
 3. ``predict_on_batch`` vs ``model(x, training=False)`` vs ``model.predict``.
+4. The first ``train_on_batch`` (graph tracing) with and without building Adam's variables
+   first, as ``llseg.train.fit`` does (TensorFlow otherwise traces the step twice).
 
 ``--deterministic`` switches on TensorFlow op determinism first (as ``llseg.train.fit``
 does) so its cost can be compared with a run without it.
@@ -135,6 +137,29 @@ def predict_variants(shape, k, root, reps):
     keras.backend.clear_session()
 
 
+def first_step_prebuilt(shape, k, root, rounds):
+    """First train_on_batch of a fresh model, plain vs optimizer built first, alternated (after a
+    warm-up model) so that both see the same load; medians."""
+    rng = np.random.default_rng(4)
+    x, y = _data(shape, k, rng)
+    times = {"plain": [], "optimizer built first": []}
+    for i in range(rounds + 1):
+        for name in times:
+            model = _compiled(shape, k, root)
+            t0 = time.perf_counter()
+            if name != "plain":
+                model.optimizer.build(model.trainable_variables)
+            model.train_on_batch(x, y)
+            if i:                                                  # round 0 warms up Python and TF
+                times[name].append(time.perf_counter() - t0)
+            keras.backend.clear_session()
+    print(f"\nfirst training step (tracing): root {root}, {'x'.join(map(str, shape))}, {k} classes, {rounds} rounds")
+    med = {name: float(np.median(v)) for name, v in times.items()}
+    for name, v in times.items():
+        print(f"  {name:<28} {med[name]:7.2f} s (median; rounds {np.round(v, 2).tolist()})")
+    print(f"  ratio built first / plain  {med['optimizer built first'] / med['plain']:7.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -153,6 +178,7 @@ def main():
     fit_vs_loop((32, 32, 32), 2, 8, steps=10 if args.quick else 20, rounds=3 if args.quick else 5)
     fit_vs_loop((48, 48, 32), 2, 16, steps=5 if args.quick else 10, rounds=3 if args.quick else 5)
     predict_variants((48, 48, 32), 2, 16, reps)
+    first_step_prebuilt((24, 28, 32), 2, 8, rounds=3 if args.quick else 5)
 
 
 if __name__ == "__main__":

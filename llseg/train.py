@@ -329,8 +329,8 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
                       learning_rate=learning_rate_schedule(learning_rate, iterations, kind=lr_schedule)),
                   loss=segmentation_loss(weights, dice=loss == "ce_dice"), jit_compile=jit)
     # Create Adam's slot variables now: otherwise the first train_on_batch creates them inside
-    # the traced step, and TensorFlow traces that step a second time without them (measured on
-    # a cpu-profile stage-2 network: first step 4.6-5.6 s -> 2.5-3.2 s). Same weights either way.
+    # the traced step, and TensorFlow traces that step a second time without them (first step of
+    # a cpu-profile stage-2 network 4.5 s -> 2.1 s, benchmarks/bench_unet_step.py). Same weights.
     model.optimizer.build(model.trainable_variables)
 
     history: dict = {"loss": [], "val_dice": [], "seconds": 0.0,
