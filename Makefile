@@ -18,7 +18,16 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: study test test-slow setup data lab benchmarks clean help
 
 help:
-	@echo "make study | make test | make test-slow | make data | make lab | make benchmarks"
+	@echo "llseg study kit: make <target>"
+	@echo "  study       set up .venv, generate data/ if missing, run the whole study (llseg repro; JOBS=N trains N networks at once)"
+	@echo "  test        set up .venv and run the fast test suite (tests not marked slow, ~10 min)"
+	@echo "  test-slow   run the slow tests: data.dvc rebuilt bit for bit, the smoke study through dvc repro"
+	@echo "  data        set up .venv, generate the phantom cohort into data/ if missing, compare it with data.dvc"
+	@echo "  lab         open the walkthrough notebooks in JupyterLab with live widgets (notebooks/)"
+	@echo "  benchmarks  run benchmarks/bench_*.py (timings of the slow steps)"
+	@echo "  setup       create .venv and install llseg with the pinned versions (constraints.txt)"
+	@echo "  clean       remove work/ and reports/notebooks/ (intermediate results; dvc repro rebuilds them)"
+	@echo "  help        this list"
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -11,7 +11,7 @@ measured in this run:
    sidecars written by the training stages), their sum, and that sum divided by the number of
    trainings ``llseg repro`` runs at once, against the 45-minute budget of the whole
    ``make study``;
-3. the mean Dice of stage 1 alone and of stage 2 (``metrics/cascade.json``) against the
+3. the mean Dice of stage 1 alone and of stage 2 (``metrics/evaluation.json``) against the
    0.90 target and the +0.05 stage-2 gain.
 """
 from __future__ import annotations
@@ -78,10 +78,10 @@ def main() -> int:
           f"so about {wall / 60:.1f} min of wall time, {wall / STUDY_BUDGET_S:.2f} of the 45-min study budget "
           f"(process start, loading and DVC come on top: time `make study` for the whole)")
 
-    cascade = ROOT / "metrics" / "cascade.json"
-    if cascade.exists():
-        m = json.loads(cascade.read_text())
-        d1, d2 = m["mean_dice_stage1"], m["mean_dice_stage2"]
+    evaluation = ROOT / "metrics" / "evaluation.json"
+    if evaluation.exists():
+        m = json.loads(evaluation.read_text())
+        d1, d2 = m["dice_mean_stage1"], m["dice_mean_stage2"]
         print(f"mean Dice over 70 regions: stage 1 {d1:.3f}, stage 2 {d2:.3f} "
               f"(target 0.90: {'met' if d2 >= 0.90 else 'missed'}; stage-2 gain {d2 - d1:+.3f}, "
               f"target +0.05: {'met' if d2 - d1 >= 0.05 else 'missed'})")

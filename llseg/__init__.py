@@ -1,29 +1,35 @@
 """llseg: a reproducible study kit for cascaded 3-D U-Net segmentation of all 35 lower-limb
 muscles (Ni et al., J. Med. Imag. 6(4) 044009, 2019).
 
-Modules follow the paper and the data flow (raw cohort -> preprocessed -> stage-1 boxes ->
-stage-2 probabilities -> postprocessed labels -> metrics -> figures and tables):
+Three layers. The method core (this folder) imports neither of the other two; the phantom knows
+nothing of the method; the study, the CLI and the notebooks use all three.
 
-``anatomy``      the 35 muscles, label ids (right i, left i + 35), stage-1 groups, paper values
-``phantom``      the digital lower-limb anatomy generator (label and tissue maps)
-``mrsim``        the MR simulator (protocols, partial volume, B1 bias, Rician noise)
-``cohort``       on-disk layout, phantom case generation, train/test split, cohort checks
-``io``           NIfTI / JSON / CSV / model files at the edge, atomic writes
-``preprocess``   N4 bias correction, resampling, field-of-view cropping, normalisation
-``models``       3-D U-Net (plain / residual / dense blocks), FCN-8s, SegNet
-``train``        augmentation, the training loop, padded prediction
-``boxes``        bounding boxes, enlargement, the six test-time boxes
-``stage1``       group localisation on downsampled body parts, box priors for missed muscles
-``stage2``       per-muscle segmentation on enlarged crops, left/right mirrored
-``cascade``      both stages and postprocessing on one image, with timings
-``postprocess``  one component per region, closing, conflicts by probability, contours
-``metrics``      Dice, mean surface distance, ASSD, HD95, volumes
-``evaluation``   Table 1 against interobserver, volume / MSD summaries (Figure 6)
-``comparison``   Figure 4: stage 1 alone vs stage 2 from different boxes and the six-box average
-``ablation``     Figure 5: architecture variants of the adductor brevis network and their curves
-``claims``       the paper's claims, each with this run's number and a computed verdict
-``figures``      the paper's figures; ``viewer`` interactive slice viewer; ``export`` tables
-``cli``          the ``llseg`` command
+The method, in the paper's order (data flow: cohort -> preprocessed -> stage-1 boxes ->
+stage-2 probabilities -> labels -> metrics):
+
+``anatomy``        the 35 muscles, label ids (right i, left i + 35), stage-1 groups, paper values
+``cohort``         on-disk cohort layout, train/test split, cohort checks
+``io``             NIfTI / JSON / CSV / model files, input and output checks, atomic writes
+``preprocess``     2.1: N4 bias correction, resampling, field-of-view cropping, geometry restore
+``models``         2.2, 3.3: 3-D U-Net (plain / residual / dense blocks), FCN-8s, SegNet
+``custom_layers``  per-sample batch normalisation, max-unpooling (Keras layers)
+``train``          2.2: augmentation, the training loop, padded prediction
+``boxes``          2.2.2: bounding boxes, enlargement, the six test-time boxes
+``stage1``         2.2.1: group localisation on downsampled body parts
+``box_priors``     2.2.1: boxes of muscles stage 1 misses, from their neighbours
+``stage2``         2.2.2: per-muscle segmentation on enlarged crops, left/right mirrored
+``postprocess``    2.3: one component per region, closing, conflicts by probability, contours
+``cascade``        2.2.3: both stages and postprocessing on one image, with timings
+``metrics``        2.3: Dice, mean surface distance, ASSD, HD95, volumes
+``export``         volume tables, colours, 3D Slicer / ITK-SNAP colour tables
+``pipeline``       the method's file-level steps, one function per ``llseg`` command
+
+The edge: ``cli`` (the ``llseg`` command), ``params`` (params.yaml, validated once),
+``repro`` (DVC wiring: parallel training stages, code dependencies of each stage).
+
+``llseg.phantom``  the digital lower-limb phantom and MR simulator that make the default cohort
+``llseg.study``    evaluation (Table 1, Fig. 6), comparison (Fig. 4), ablation (Fig. 5), claims,
+                   figures, viewer
 
 Import submodules explicitly; importing ``llseg`` itself stays cheap (no TensorFlow).
 """

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from . import _validate
+
 __all__ = [
     "bounding_box",
     "box_slices",
@@ -34,23 +36,6 @@ _SNAP = 1e-6
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _as_box(box, name: str = "box") -> np.ndarray:
-    """``box`` as an int64 ``(ndim, 2)`` array with ``lo <= hi``; integral floats are accepted."""
-    arr = np.asarray(box)
-    if arr.ndim != 2 or arr.shape[1] != 2 or arr.shape[0] < 1:
-        raise ValueError(f"{name}: expected shape (ndim, 2) = rows per axis, columns [lo, hi), got shape "
-                         f"{arr.shape}: {box!r}")
-    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise TypeError(f"{name}: expected integer voxel indices, got dtype {arr.dtype}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not (np.all(np.isfinite(arr)) and np.all(arr == np.round(arr))):
-            raise TypeError(f"{name}: expected integer voxel indices, got {arr.tolist()}")
-    out = arr.astype(np.int64)
-    if np.any(out[:, 1] < out[:, 0]):
-        raise ValueError(f"{name}: every row needs lo <= hi, got {out.tolist()}")
-    return out
 
 
 def _as_shape(shape, ndim: int, name: str = "shape") -> np.ndarray:
@@ -83,16 +68,6 @@ def _floor(v: np.ndarray) -> np.ndarray:
 def _ceil(v: np.ndarray) -> np.ndarray:
     r = np.round(v)
     return np.where(np.abs(v - r) < _SNAP, r, np.ceil(v)).astype(np.int64)
-
-
-def _check_range(ratio_range) -> tuple[float, float]:
-    try:
-        lo, hi = (float(r) for r in ratio_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"ratio_range must be (low, high), got {ratio_range!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and 1.0 <= lo <= hi):
-        raise ValueError(f"ratio_range must satisfy 1 <= low <= high (finite), got {ratio_range!r}")
-    return lo, hi
 
 
 # --------------------------------------------------------------------------- basic boxes
@@ -131,13 +106,13 @@ def bounding_box(mask) -> np.ndarray | None:
 
 def box_slices(box) -> tuple[slice, ...]:
     """The box as a tuple of slices, one per axis: ``image[box_slices(box)]`` is the crop."""
-    b = _as_box(box)
+    b = _validate.box(box)
     return tuple(slice(int(lo), int(hi)) for lo, hi in b)
 
 
 def box_size(box) -> np.ndarray:
     """Edge lengths ``hi - lo`` per axis, in voxels, as an int64 array of length ``ndim``."""
-    b = _as_box(box)
+    b = _validate.box(box)
     return b[:, 1] - b[:, 0]
 
 
@@ -156,7 +131,7 @@ def clip_box(box, shape) -> np.ndarray:
         The intersection with the image. A box entirely outside the image becomes empty
         along that axis (``lo == hi`` at the nearest image edge).
     """
-    b = _as_box(box)
+    b = _validate.box(box)
     sh = _as_shape(shape, b.shape[0])
     return np.clip(b, 0, sh[:, None])
 
@@ -169,7 +144,7 @@ def union_box(boxes) -> np.ndarray:
     ValueError
         If ``boxes`` is empty or the boxes have different dimensionalities.
     """
-    arrs = [_as_box(b, f"boxes[{i}]") for i, b in enumerate(boxes)]
+    arrs = [_validate.box(b, f"boxes[{i}]") for i, b in enumerate(boxes)]
     if not arrs:
         raise ValueError("union_box: boxes is empty")
     ndims = {a.shape[0] for a in arrs}
@@ -211,7 +186,7 @@ def scale_box(box, zoom) -> np.ndarray:
     integer are snapped before flooring or ceiling so that float noise in ``zoom`` does not
     add a voxel.
     """
-    b = _as_box(box)
+    b = _validate.box(box)
     z = _per_axis(zoom, b.shape[0], "zoom")
     if np.any(z <= 0):
         raise ValueError(f"zoom must be > 0 on every axis, got {zoom!r}")
@@ -254,7 +229,7 @@ def enlarge_box(box, ratios_lo, ratios_hi, shape) -> np.ndarray:
     half of the growth a symmetric enlargement by ``r`` would, so that both readings agree
     when the two edge ratios are equal. Rounding is outward (floor/ceil).
     """
-    b = _as_box(box)
+    b = _validate.box(box)
     ndim = b.shape[0]
     r_lo = _per_axis(ratios_lo, ndim, "ratios_lo")
     r_hi = _per_axis(ratios_hi, ndim, "ratios_hi")
@@ -288,8 +263,8 @@ def random_enlargement(box, *, ratio_range=(1.0, 1.8), rng: np.random.Generator,
     (ndim, 2) ndarray of int64
         See :func:`enlarge_box`: it contains the (in-image part of the) input box.
     """
-    low, high = _check_range(ratio_range)
-    b = _as_box(box)
+    low, high = _validate.ratio_range(ratio_range)
+    b = _validate.box(box)
     ratios = rng.uniform(low, high, size=(b.shape[0], 2))   # (ndim, [lo edge, hi edge])
     return enlarge_box(b, ratios[:, 0], ratios[:, 1], shape)
 

@@ -2,8 +2,9 @@
 segmentation with test-time boxes) -> postprocessing (paper Fig. 1, sections 2.2-2.3).
 
 Everything here takes arrays and loaded models and returns arrays, plus the seconds each group
-and each muscle took (the paper reports 25-40 s per group and 5-8 s per muscle on a GPU).
-Volumes are ``(X, Y, Z)`` RAS+ on the study grid (``llseg.preprocess``).
+and each muscle took (the paper's figures are in :data:`PAPER_SECONDS`). Volumes are
+``(X, Y, Z)`` RAS+ on the study grid (``llseg.preprocess``). The public functions check the
+image once; the stage functions they call trust it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _validate, anatomy, postprocess, stage1, stage2
+from . import _validate, anatomy, box_priors, postprocess, stage1, stage2
 
 __all__ = ["run_stage1", "run_stage2", "run_cascade", "PAPER_SECONDS"]
 
@@ -43,7 +44,7 @@ def run_stage1(models: Mapping[int, object], image: np.ndarray, *, priors: Mappi
     image : (X, Y, Z) ndarray of float
         Preprocessed study-grid image.
     priors : mapping
-        ``stage1.fit_box_priors`` output, for regions stage 1 misses.
+        ``box_priors.fit_box_priors`` output, for regions stage 1 misses.
     part_ranges, factor
         As in training.
 
@@ -54,7 +55,11 @@ def run_stage1(models: Mapping[int, object], image: np.ndarray, *, priors: Mappi
         ``labels`` (X, Y, Z) uint8 stage-1 segmentation upsampled to the study grid (where
         groups overlap, the more confident group wins), ``seconds_per_group`` {group: s}.
     """
-    image = _validate.volume(image, "image")
+    return _stage1(models, _validate.volume(image, "image"), priors, part_ranges, factor)
+
+
+def _stage1(models, image: np.ndarray, priors, part_ranges, factor) -> dict:
+    # run_stage1 for a checked image.
     found: dict[int, np.ndarray | None] = {}
     labels = np.zeros(image.shape, np.uint8)
     confidence = np.zeros(image.shape, np.float32)
@@ -63,7 +68,8 @@ def run_stage1(models: Mapping[int, object], image: np.ndarray, *, priors: Mappi
         t0 = time.perf_counter()
         part = anatomy.GROUPS[group][1]
         sl = stage1.split_parts(image.shape[2], part_ranges={part: part_ranges[part]})[part]
-        probs = stage1.predict_group(model, image, group, part_ranges=part_ranges, factor=factor)
+        probs = stage1.predict_group(model, image, group, part_ranges=part_ranges, factor=factor,
+                                     check_input=False)
         found.update(stage1.boxes_from_prediction(probs, group, part_slice=sl, factor=factor, full_shape=image.shape))
         part_shape = (image.shape[0], image.shape[1], sl.stop - sl.start)
         cls = _resize_nearest(np.argmax(probs, axis=-1), part_shape)
@@ -73,7 +79,7 @@ def run_stage1(models: Mapping[int, object], image: np.ndarray, *, priors: Mappi
         labels[:, :, sl][better] = region[better]
         confidence[:, :, sl][better] = conf[better]
         seconds[group] = time.perf_counter() - t0
-    boxes, estimated = stage1.estimate_missing_boxes(found, priors, shape=image.shape)
+    boxes, estimated = box_priors.estimate_missing_boxes(found, priors, shape=image.shape)
     return {"boxes": boxes, "estimated": estimated, "labels": labels, "seconds_per_group": seconds}
 
 
@@ -93,7 +99,13 @@ def run_stage2(models_by_key: Mapping[str, object], image: np.ndarray, boxes: Ma
         ``labels`` (X, Y, Z) uint8, ``probabilities`` {label: (slices, crop)},
         ``seconds_per_muscle`` {key: s} (both sides), ``seconds_postprocess``.
     """
-    image = _validate.volume(image, "image")
+    return _stage2(models_by_key, _validate.volume(image, "image"), boxes, n_boxes, ratio_range, seed, threshold,
+                   closing_radius_vox)
+
+
+def _stage2(models_by_key, image: np.ndarray, boxes, n_boxes, ratio_range, seed, threshold,
+            closing_radius_vox) -> dict:
+    # run_stage2 for a checked image.
     probabilities: dict = {}
     seconds = {}
     for key, model in models_by_key.items():
@@ -101,7 +113,7 @@ def run_stage2(models_by_key: Mapping[str, object], image: np.ndarray, boxes: Ma
         t0 = time.perf_counter()
         mine = {lab: boxes[lab] for lab in (m.right_label, m.left_label) if boxes.get(lab) is not None}
         probabilities.update(stage2.predict_all({key: model}, image, mine, n_boxes=n_boxes,
-                                                ratio_range=ratio_range, seed=seed))
+                                                ratio_range=ratio_range, seed=seed, check_input=False))
         seconds[key] = time.perf_counter() - t0
     t0 = time.perf_counter()
     labels = postprocess.merge_regions(probabilities, threshold=threshold, shape=image.shape,
@@ -116,7 +128,7 @@ def run_cascade(stage1_models, stage2_models, image, *, priors, part_ranges=stag
     """Both stages and postprocessing; returns ``run_stage1``'s and ``run_stage2``'s results
     under ``stage1`` and ``stage2`` plus ``labels`` (final) and ``seconds`` (total)."""
     t0 = time.perf_counter()
-    s1 = run_stage1(stage1_models, image, priors=priors, part_ranges=part_ranges, factor=factor)
-    s2 = run_stage2(stage2_models, image, s1["boxes"], n_boxes=n_boxes, ratio_range=ratio_range, seed=seed,
-                    threshold=threshold, closing_radius_vox=closing_radius_vox)
+    image = _validate.volume(image, "image")
+    s1 = _stage1(stage1_models, image, priors, part_ranges, factor)
+    s2 = _stage2(stage2_models, image, s1["boxes"], n_boxes, ratio_range, seed, threshold, closing_radius_vox)
     return {"stage1": s1, "stage2": s2, "labels": s2["labels"], "seconds": time.perf_counter() - t0}

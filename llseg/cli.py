@@ -9,44 +9,69 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # before anything can import TensorFlow
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("LLSEG_TF_LOG_LEVEL", "3")  # TF's start-up lines stay out of the user's way
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
 import copy  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 log = logging.getLogger("llseg")
 
 PROFILES = ("smoke", "cpu", "paper")
 
 
+# ----------------------------------------------------------------------------- TensorFlow's start-up lines
+
+class _QuietLoader:
+    """Runs a module's import with file descriptor 2 sent to /dev/null (C++ log lines included)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        module.__loader__ = module.__spec__.loader = self.loader
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            with open(os.devnull, "w") as null:
+                os.dup2(null.fileno(), 2)
+            self.loader.exec_module(module)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+class _QuietTensorFlow:
+    """A ``sys.meta_path`` finder: the first ``import tensorflow`` runs silenced. TensorFlow >= 2.19 logs
+    its start-up lines through absl, which ``TF_CPP_MIN_LOG_LEVEL`` no longer silences."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        import importlib.util
+
+        if fullname != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+def _quiet_tensorflow() -> None:
+    if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlow())
+
+
 # ----------------------------------------------------------------------------- params
 
-def load_params(path="params.yaml") -> dict:
-    """Read params.yaml (plain dict)."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such params file (run from the study folder or pass --params)")
-    with open(path) as fh:
-        params = yaml.safe_load(fh)
-    if not isinstance(params, dict):
-        raise ValueError(f"{path}: expected a mapping of sections")
-    return params
-
-
-def section(params: dict, name: str, path="params.yaml") -> dict:
-    if name not in params:
-        raise KeyError(f"{path}: missing section '{name}'")
-    return params[name]
+from .params import load_params, section  # noqa: E402  (params.yaml read and checked once, llseg.params)
 
 
 def apply_profile(params_path, name: str) -> list[str]:
@@ -56,6 +81,7 @@ def apply_profile(params_path, name: str) -> list[str]:
 
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    load_params(params_path)  # a file (or profile) the schema refuses is never switched
     yaml = YAML()
     yaml.preserve_quotes = True
     params_path = Path(params_path)
@@ -95,44 +121,23 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def _write_phantom_case(root, case_id: str, seed: int, settings: dict) -> str:
-    """Generate and write one phantom case (a process-pool task: one case per seed, deterministic)."""
-    from . import cohort, io
-
-    case = cohort.make_case(seed, **settings)
-    paths = cohort.case_paths(root, case_id)
-    io.save_nifti(paths["image"], case.image, case.affine, dtype=np.float32)
-    io.save_nifti(paths["labels"], case.labels, case.affine, dtype=np.uint8)
-    io.write_json(paths["subject"], {**case.meta, "case": case_id})
-    return case_id
-
-
 def cmd_phantom(args) -> int:
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tqdm.auto import tqdm
-
-    from . import io
+    from .phantom import write_cohort
 
     p = section(load_params(args.params), "phantom", args.params)
-    n, seed = int(p["n_subjects"]), int(p["seed"])
-    out = Path(args.out)
-    rng = np.random.default_rng(seed)
-    protocols = ["spiral" if u < float(p["spiral_fraction"]) else "cartesian" for u in rng.random(n)]
-    settings = [dict(protocol=protocols[i], downscale=float(p["downscale"]), bias_strength=float(p["bias_strength"]),
-                     noise_sigma=float(p["noise_sigma"]), supersample=int(p["supersample"])) for i in range(n)]
-    # The whole cohort is built in a temporary folder swapped in at the end (io.atomic_dir).
-    with io.atomic_dir(out) as tmp, ProcessPoolExecutor(max_workers=max(1, int(args.jobs))) as pool:
-        futures = [pool.submit(_write_phantom_case, tmp, f"phantom_{i:03d}", seed + i, settings[i]) for i in range(n)]
-        for future in tqdm(as_completed(futures), total=n, desc="phantom cohort", unit="case", disable=args.quiet):
-            future.result()
-    print(f"{out}: {n} phantom cases written")
+    cases = write_cohort(args.out, n_subjects=int(p["n_subjects"]), seed=int(p["seed"]),
+                         spiral_fraction=float(p["spiral_fraction"]), downscale=float(p["downscale"]),
+                         bias_strength=float(p["bias_strength"]), noise_sigma=float(p["noise_sigma"]),
+                         supersample=int(p["supersample"]), jobs=args.jobs, progress=not args.quiet)
+    print(f"{args.out}: {len(cases)} phantom cases written")
     return 0
 
 
 def cmd_check(args) -> int:
     from . import cohort, io
 
+    if args.report:  # before any work: the report must not land on (or in) the cohort's files
+        io.check_output_paths([args.report], [Path(args.data) / d for d in (cohort.IMAGES, cohort.LABELS, cohort.SUBJECTS)])
     results = cohort.check_cohort(args.data, require_labels=not args.images_only)
     bad = [r for r in results if not r["ok"]]
     for r in results:
@@ -147,65 +152,26 @@ def cmd_check(args) -> int:
     return 1 if bad else 0
 
 
-def cmd_preprocess(args) -> int:
-    from tqdm.auto import tqdm
+def _preprocess_kwargs(p) -> dict:
+    """The preprocessing options of params.yaml's ``preprocess`` section (shared by preprocess and segment)."""
+    return {"spacing_mm": [float(v) for v in p["spacing_mm"]], "fov_mm": [float(v) for v in p["fov_mm"]],
+            "n4": bool(p["n4"]), "n4_shrink": int(p["n4_shrink"]), "n4_iterations": [int(i) for i in p["n4_iterations"]]}
 
-    from . import cohort, io, preprocess
+
+def cmd_preprocess(args) -> int:
+    from . import pipeline
 
     params = load_params(args.params)
-    p = section(params, "preprocess", args.params)
     s = section(params, "split", args.params)
-    cases = cohort.list_cases(args.data)
-    split = cohort.split_cases(cases, test_fraction=float(s["test_fraction"]), seed=int(s["seed"]))
-    out = Path(args.out)
-    spacing_target = tuple(float(v) for v in p["spacing_mm"])
-    target_xy = [int(round(f / sp)) for f, sp in zip(p["fov_mm"], spacing_target[:2])]
-    manifest = {"split": split, "spacing_mm": list(spacing_target), "matrix_xy": target_xy, "cases": {}}
-    with io.atomic_dir(out) as tmp:
-        for case in tqdm(cases, desc="preprocess (N4)", unit="case", disable=args.quiet):
-            paths = cohort.case_paths(args.data, case)
-            img = io.load_image(paths["image"])
-            lab = io.load_labels(paths["labels"], reference=img)
-            result = preprocess.preprocess_case(
-                img.data, lab.data, img.affine, spacing_mm=img.spacing_mm, target_spacing_mm=spacing_target,
-                target_xy=target_xy, n4=bool(p["n4"]), shrink_factor=int(p["n4_shrink"]),
-                iterations=[int(i) for i in p["n4_iterations"]])
-            for kind in ("image", "labels", "bias"):
-                dtype = np.uint8 if kind == "labels" else np.float32
-                io.save_nifti(tmp / kind / f"{case}.nii.gz", result[kind], result["affine"], dtype=dtype)
-            manifest["cases"][case] = {k: v for k, v in result.items() if k not in ("image", "labels", "bias", "affine")}
-            manifest["cases"][case]["affine"] = result["affine"].tolist()
-            manifest["cases"][case]["original_affine"] = img.original_affine.tolist()
-            manifest["cases"][case]["canonical_affine"] = img.affine.tolist()
-            manifest["cases"][case]["canonical_shape"] = list(img.data.shape)
-        io.write_json(tmp / "manifest.json", manifest)
-    print(f"{out}: {len(cases)} case(s) preprocessed ({len(split['train'])} train / {len(split['test'])} test)")
+    manifest = pipeline.preprocess_cohort(args.data, args.out, **_preprocess_kwargs(section(params, "preprocess", args.params)),
+                                          test_fraction=float(s["test_fraction"]), seed=int(s["seed"]),
+                                          progress=not args.quiet)
+    split = manifest["split"]
+    print(f"{args.out}: {len(manifest['cases'])} case(s) preprocessed ({len(split['train'])} train / {len(split['test'])} test)")
     return 0
 
 
 # ----------------------------------------------------------------------------- cascade
-
-def _load_study(preprocessed, which: str):
-    """Preprocessed images and label maps of the ``which`` split ("train" or "test")."""
-    from . import io
-
-    root = Path(preprocessed)
-    manifest = io.read_json(root / "manifest.json")
-    cases = manifest["split"][which]
-    cache = root.parent / "cache" / root.name       # uncompressed copies (io.load_cached)
-    images = [io.load_cached(root / "image" / f"{c}.nii.gz", kind="image", cache_dir=cache) for c in cases]
-    labels = [io.load_cached(root / "labels" / f"{c}.nii.gz", kind="labels", cache_dir=cache) for c in cases]
-    return manifest, cases, images, labels
-
-
-def _live(directory, enabled: bool):
-    """A dvclive logger writing TSV plots under ``directory`` (no HTML report, no dvc.yaml edits)."""
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from dvclive import Live
-
-    return Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
-
 
 def _augment_kwargs(params) -> dict:
     a = section(params, "augment")
@@ -220,44 +186,35 @@ def _loss_kwargs(p) -> dict:
             "lr_schedule": str(p.get("lr_schedule", "constant"))}
 
 
-def cmd_train_stage1(args) -> int:
-    from . import io, stage1, train
+def _network_kwargs(params, p) -> dict:
+    """The options every network's training takes from a training section ``p`` of params.yaml."""
+    return {"levels": int(p["levels"]), "root_filters": int(p["root_filters"]), "iterations": int(p["iterations"]),
+            "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
+            "validate_every": int(p["validate_every"]), "augment_kwargs": _augment_kwargs(params), **_loss_kwargs(p)}
 
-    train.use_training_threads()  # before any TensorFlow op (see its docstring)
+
+def _last_dice(history) -> float:
+    return history["val_dice"][-1][1] if history["val_dice"] else float("nan")
+
+
+def cmd_train_stage1(args) -> int:
+    from . import pipeline
 
     params = load_params(args.params)
     p = section(params, "stage1", args.params)
-    group = int(args.group)
-    _, _, images, labels = _load_study(args.preprocessed, "train")
-    _, _, test_images, test_labels = _load_study(args.preprocessed, "test")
-    factor = tuple(float(f) for f in p["factor"])
-    validate = stage1.make_validator(test_images, test_labels, group, factor=factor)
-    with _live(Path(args.live) / f"group_{group:02d}" if args.live else None, bool(args.live)) as live:
-        model, history = stage1.train_group(
-            images, labels, group, factor=factor, levels=int(p["levels"]), root_filters=int(p["root_filters"]),
-            iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]) + group,
-            augment_kwargs=_augment_kwargs(params), validate=validate, validate_every=int(p["validate_every"]),
-            live=live, progress=not args.quiet, **_loss_kwargs(p))
-    out = Path(args.out)
-    io.save_model(model, out)
-    io.write_json(out.with_suffix(".json"), {
-        "group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES,
-        "levels": int(p["levels"]), "root_filters": int(p["root_filters"]), "iterations": int(p["iterations"]),
-        "learning_rate": float(p["learning_rate"]), "seconds": history["seconds"],
-        "class_weights": history["class_weights"], "loss": _loss_kwargs(p)["loss"],
-        "lr_schedule": _loss_kwargs(p)["lr_schedule"],
-        "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
-    print(f"{out}: group {group} trained in {history['seconds']:.0f} s, "
-          f"test Dice (low res) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
+    history = pipeline.train_stage1_group(args.preprocessed, args.out, group=args.group, factor=p["factor"],
+                                          live_dir=args.live or None, progress=not args.quiet,
+                                          **_network_kwargs(params, p))
+    print(f"{args.out}: group {args.group} trained in {history['seconds']:.0f} s, "
+          f"test Dice (low res) {_last_dice(history):.3f}")
     return 0
 
 
 def cmd_box_priors(args) -> int:
-    from . import io, stage1
+    from . import pipeline
 
-    _, cases, _, labels = _load_study(args.preprocessed, "train")
-    io.write_json(args.out, stage1.fit_box_priors(labels))
-    print(f"{args.out}: box priors from {len(cases)} training case(s)")
+    priors = pipeline.write_box_priors(args.preprocessed, args.out)
+    print(f"{args.out}: box priors from {priors['n_cases']} training case(s)")
     return 0
 
 
@@ -275,241 +232,97 @@ def _stage2_settings(params, key: str) -> dict:
 
 
 def cmd_train_stage2(args) -> int:
-    from . import anatomy, io, models, stage2, train
-
-    train.use_training_threads()
+    from . import anatomy, pipeline
 
     params = load_params(args.params)
     key = anatomy.muscle(args.muscle).key
     p = _stage2_settings(params, key)
-    _, _, images, labels = _load_study(args.preprocessed, "train")
-    _, _, test_images, test_labels = _load_study(args.preprocessed, "test")
-    levels = int(p["levels"])
-    size = stage2.input_size_for(stage2.muscle_box_sizes(labels, key), max_voxels=int(p["max_voxels"]),
-                                 divisor=2 ** (levels - 1), mean_ratio=(float(p["ratio_min"]) + float(p["ratio_max"])) / 2)
-    ratio_range = (float(p["ratio_min"]), float(p["ratio_max"]))
-    sampler = stage2.make_sampler(images, labels, key, size=size, ratio_range=ratio_range,
-                                  augment_kwargs=_augment_kwargs(params))
-    validate = stage2.make_validator(test_images, test_labels, key, size=size)
-    import keras
-
-    keras.utils.set_random_seed(int(p["seed"]))
-    model = models.build_model("unet", (*size, 1), 2, levels=levels, root_filters=int(p["root_filters"]))
-    with _live(Path(args.live) / key if args.live else None, bool(args.live)) as live:
-        history = train.fit(model, sampler, iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]),
-                            seed=int(p["seed"]), validate=validate, validate_every=int(p["validate_every"]),
-                            live=live, progress=not args.quiet, **_loss_kwargs(p))
-    out = Path(args.out)
-    io.save_model(model, out)
-    io.write_json(out.with_suffix(".json"), {
-        "muscle": key, "input_size": list(size), "levels": levels, "root_filters": int(p["root_filters"]),
-        "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]),
-        "ratio_range": list(ratio_range), "seconds": history["seconds"],
-        "class_weights": history["class_weights"], "loss": _loss_kwargs(p)["loss"],
-        "lr_schedule": _loss_kwargs(p)["lr_schedule"],
-        "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
-    print(f"{out}: {key} {size} trained in {history['seconds']:.0f} s, "
-          f"test Dice (GT-box crop) {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
+    history = pipeline.train_stage2_muscle(args.preprocessed, args.out, muscle=key, max_voxels=int(p["max_voxels"]),
+                                           ratio_range=(float(p["ratio_min"]), float(p["ratio_max"])),
+                                           live_dir=args.live or None, progress=not args.quiet,
+                                           **_network_kwargs(params, p))
+    print(f"{args.out}: {key} {history['input_size']} trained in {history['seconds']:.0f} s, "
+          f"test Dice (GT-box crop) {_last_dice(history):.3f}")
     return 0
 
 
 def cmd_train_variant(args) -> int:
-    from . import ablation, anatomy, io, train
+    from . import train
+    from .study import ablation
 
     train.use_training_threads()
 
     params = load_params(args.params)
     p, s2 = section(params, "ablation", args.params), section(params, "stage2", args.params)
-    divisor = int(p["divisor"])
-    table = ablation.variant_table(p["variants"], divisor=divisor)
-    if args.variant not in table:
-        raise ValueError(f"{args.params}: no variant {args.variant!r} in ablation.variants (has {', '.join(table)})")
-    out = Path(args.out)
-    if out.suffix != ".json":
-        raise ValueError(f"{out}: the training record must be a .json file")
-    spec, key = table[args.variant], anatomy.muscle(p["muscle"]).key
-    _, _, images, labels = _load_study(args.preprocessed, "train")
-    _, _, test_images, test_labels = _load_study(args.preprocessed, "test")
-    ratio_range = (float(s2["ratio_min"]), float(s2["ratio_max"]))
-    size = ablation.input_size(labels, key, max_voxels=int(p["max_voxels"]), divisor=divisor, ratio_range=ratio_range)
-    with _live(Path(args.live) / args.variant if args.live else None, bool(args.live)) as live:
-        _, history = ablation.train_variant(
-            images, labels, key, spec, test_images=test_images, test_labels=test_labels, size=size,
-            iterations=int(p["iterations"]), learning_rate=float(p["learning_rate"]), seed=int(p["seed"]),
-            validate_every=int(p["validate_every"]), ratio_range=ratio_range, augment_kwargs=_augment_kwargs(params),
-            **_loss_kwargs(p), live=live, progress=not args.quiet)
-    io.write_json(out, {  # no .keras file: the ablation keeps only the curves and this record
-        "variant": args.variant, "muscle": key, **spec, "panel": list(spec["panel"]), "input_size": list(size),
-        "iterations": int(p["iterations"]), "learning_rate": float(p["learning_rate"]), "seed": int(p["seed"]),
-        "class_weight_power": float(p["class_weight_power"]), "ratio_range": list(ratio_range),
-        "n_params": history["n_params"], "seconds": history["seconds"],
-        "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]})
-    print(f"{out}: variant {args.variant} ({spec['arch']}, {spec['levels']} levels, {spec['root_filters']} root "
-          f"filters, {spec['block']}; {history['n_params']:,} parameters) on {key} {size}: {history['seconds']:.0f} s, "
-          f"test Dice {history['val_dice'][-1][1] if history['val_dice'] else float('nan'):.3f}")
+    r = ablation.train_variant_record(
+        args.preprocessed, args.out, variant=args.variant, variants=p["variants"], muscle=p["muscle"],
+        divisor=int(p["divisor"]), max_voxels=int(p["max_voxels"]), iterations=int(p["iterations"]),
+        learning_rate=float(p["learning_rate"]), seed=int(p["seed"]), validate_every=int(p["validate_every"]),
+        ratio_range=(float(s2["ratio_min"]), float(s2["ratio_max"])), augment_kwargs=_augment_kwargs(params),
+        **_loss_kwargs(p), live_dir=Path(args.live) / args.variant if args.live else None, progress=not args.quiet)
+    print(f"{args.out}: variant {args.variant} ({r['arch']}, {r['levels']} levels, {r['root_filters']} root "
+          f"filters, {r['block']}; {r['n_params']:,} parameters) on {r['muscle']} {tuple(r['input_size'])}: "
+          f"{r['seconds']:.0f} s, test Dice {r['val_dice'][-1][1] if r['val_dice'] else float('nan'):.3f}")
     return 0
 
 
-def _load_cascade(models_dir):
-    from . import anatomy, io
-
-    root = Path(models_dir)
-    for sub in ("stage1", "stage2"):  # checked before Keras is imported: a missing folder is one clear line
-        if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root / sub}: no such folder, so no trained models (run `make study` or `dvc repro` first)")
-    s1 = {g: io.load_model(root / "stage1" / f"group_{g:02d}.keras") for g in anatomy.GROUPS}
-    cfg1 = io.read_json(root / "stage1" / "group_01.json")
-    priors = io.read_json(root / "stage1" / "box_priors.json")
-    s2 = {m.key: io.load_model(root / "stage2" / f"{m.key}.keras") for m in anatomy.MUSCLES}
-    cfg2 = io.read_json(root / "stage2" / f"{anatomy.MUSCLES[0].key}.json")
-    return s1, s2, priors, cfg1, cfg2
-
-
-def _cascade_kwargs(params, cfg1, cfg2, priors) -> dict:
+def _inference_kwargs(params) -> dict:
+    """The cascade's inference options (params.yaml ``stage2`` and ``postprocess``)."""
     p2, pp = section(params, "stage2"), section(params, "postprocess")
-    return dict(priors=priors, part_ranges={k: tuple(v) for k, v in cfg1["part_ranges"].items()},
-                factor=tuple(cfg1["factor"]), n_boxes=int(p2["n_tta_boxes"]),
-                ratio_range=(float(p2["ratio_min"]), float(p2["ratio_max"])), seed=int(p2["seed"]),
-                threshold=float(pp["threshold"]), closing_radius_vox=tuple(int(r) for r in pp["closing_radius_vox"]))
+    return {"n_tta_boxes": int(p2["n_tta_boxes"]), "ratio_range": (float(p2["ratio_min"]), float(p2["ratio_max"])),
+            "seed": int(p2["seed"]), "threshold": float(pp["threshold"]),
+            "closing_radius_vox": tuple(int(r) for r in pp["closing_radius_vox"])}
 
 
 def cmd_predict(args) -> int:
-    from tqdm.auto import tqdm
+    from . import pipeline
 
-    from . import cascade, export, io, metrics, preprocess
-
-    params = load_params(args.params)
-    manifest, cases, images, truths = _load_study(args.preprocessed, "test")
-    s1, s2, priors, cfg1, cfg2 = _load_cascade(args.models)
-    kwargs = _cascade_kwargs(params, cfg1, cfg2, priors)
-    spacing = tuple(manifest["spacing_mm"])
-    out = Path(args.out)
-    timing, quality = [], []
-    for case, image, truth in tqdm(list(zip(cases, images, truths)), desc="segment test cases", unit="case",
-                                   disable=args.quiet):
-        entry = manifest["cases"][case]
-        res = cascade.run_cascade(s1, s2, image, **kwargs)
-        affine = np.asarray(entry["affine"])
-        io.save_nifti(out / "study" / f"{case}_stage1.nii.gz", res["stage1"]["labels"], affine, dtype=np.uint8)
-        io.save_nifti(out / "study" / f"{case}_stage2.nii.gz", res["labels"], affine, dtype=np.uint8)
-        io.write_json(out / "study" / f"{case}_boxes.json", {
-            "boxes": {str(k): v.tolist() for k, v in res["stage1"]["boxes"].items()},
-            "estimated": {str(k): v for k, v in res["stage1"]["estimated"].items()}})
-        canonical = preprocess.from_study_grid(res["labels"], canonical_shape=entry["canonical_shape"],
-                                               zoom=entry["zoom"], offsets_xy=entry["offsets_xy"])
-        original = io.to_original_orientation(canonical, np.asarray(entry["canonical_affine"]),
-                                              np.asarray(entry["original_affine"]))
-        io.save_nifti(out / "labels" / f"{case}.nii.gz", original, np.asarray(entry["original_affine"]), dtype=np.uint8)
-        d1 = [metrics.dice(res["stage1"]["labels"] == lab, truth == lab) for lab in range(1, 71)]
-        d2 = [metrics.dice(res["labels"] == lab, truth == lab) for lab in range(1, 71)]
-        quality.append({"case": case, "dice_stage1": float(np.nanmean(d1)), "dice_stage2": float(np.nanmean(d2)),
-                        "n_estimated_boxes": len(res["stage1"]["estimated"])})
-        timing.append({"case": case, "seconds_total": res["seconds"],
-                       "seconds_stage1": sum(res["stage1"]["seconds_per_group"].values()),
-                       "seconds_stage2": sum(res["stage2"]["seconds_per_muscle"].values()),
-                       "seconds_postprocess": res["stage2"]["seconds_postprocess"],
-                       "seconds_per_group_mean": float(np.mean(list(res["stage1"]["seconds_per_group"].values()))),
-                       "seconds_per_muscle_mean": float(np.mean(list(res["stage2"]["seconds_per_muscle"].values())))})
-    # One colour / label table per output folder, for every labels/<case>.nii.gz (3D Slicer, ITK-SNAP).
-    io.write_text(out / "llseg_labels.ctbl", export.slicer_color_table(title="llseg_labels.ctbl"))
-    io.write_text(out / "llseg_itksnap.txt", export.itksnap_label_descriptions())
-    summary = {"n_test_cases": len(cases), "spacing_mm": list(spacing),
-               "mean_dice_stage1": float(np.mean([q["dice_stage1"] for q in quality])),
-               "mean_dice_stage2": float(np.mean([q["dice_stage2"] for q in quality])),
-               "mean_seconds_per_case": float(np.mean([t["seconds_total"] for t in timing])),
-               "mean_seconds_per_group": float(np.mean([t["seconds_per_group_mean"] for t in timing])),
-               "mean_seconds_per_muscle": float(np.mean([t["seconds_per_muscle_mean"] for t in timing]))}
-    io.write_json(args.metrics, {**summary, "cases": quality})
-    io.write_csv(Path(args.tables) / "timing.csv", timing)
-    io.write_text(Path(args.tables) / "timing.md", _timing_table(summary))
-    print(f"{out}: {len(cases)} test case(s); mean Dice stage 1 {summary['mean_dice_stage1']:.3f}, "
-          f"stage 2 {summary['mean_dice_stage2']:.3f}; {summary['mean_seconds_per_case']:.1f} s per case")
+    summary = pipeline.predict_cases(args.preprocessed, args.models, args.out, metrics_path=args.metrics,
+                                     tables_dir=args.tables, progress=not args.quiet,
+                                     **_inference_kwargs(load_params(args.params)))
+    print(f"{args.out}: {summary['n_test_cases']} test case(s); {summary['mean_seconds_per_case']:.1f} s per case "
+          f"(Dice: llseg evaluate)")
     return 0
 
 
-def _timing_table(summary: dict) -> str:
-    from .cascade import PAPER_SECONDS
-
-    rows = [("stage 1, per group", summary["mean_seconds_per_group"], PAPER_SECONDS["stage1_per_group"]),
-            ("stage 2, per muscle (both sides, all TTA boxes)", summary["mean_seconds_per_muscle"],
-             PAPER_SECONDS["stage2_per_muscle"]),
-            ("whole case (both stages + postprocessing)", summary["mean_seconds_per_case"], PAPER_SECONDS["per_case"])]
-    lines = ["| step | this run (s, CPU) | paper (s, one GPU) |", "|---|---|---|"]
-    lines += [f"| {name} | {ours:.1f} | {lo:.0f}-{hi:.0f} |" for name, ours, (lo, hi) in rows]
-    return "\n".join(lines) + f"\n\nVoxel size here: {summary['spacing_mm']} mm (paper: 1 x 1 x 5 mm).\n"
-
-
 def cmd_evaluate(args) -> int:
-    import warnings
+    from .study import evaluation
 
-    from tqdm.auto import tqdm
-
-    from . import evaluation, io, metrics
-
-    root, predictions = Path(args.preprocessed), Path(args.predictions)
-    cases = io.read_json(root / "manifest.json")["split"]["test"]
-    rows = []
-    for case in tqdm(cases, desc="evaluate test cases", unit="case", disable=args.quiet):
-        truth = io.load_labels(root / "labels" / f"{case}.nii.gz")
-        for stage in ("stage1", "stage2"):
-            pred = io.load_labels(predictions / "study" / f"{case}_{stage}.nii.gz", reference=truth)
-            with warnings.catch_warnings(record=True) as caught:  # one summary line instead of one per region
-                warnings.simplefilter("always", metrics.EmptyMaskWarning)
-                found = metrics.evaluate_regions(pred.data, truth.data, truth.spacing_mm, case=case)
-            for w in caught:
-                log.debug("%s", w.message)
-            if caught:
-                log.info("%s %s: %d region(s) with an empty mask (NaN metrics in the table)", case, stage, len(caught))
-            rows += [{"stage": stage, **row} for row in found]
-    summary = evaluation.evaluation_summary(rows)
-    io.write_csv(args.table, rows)
-    io.write_json(args.metrics, summary)
+    summary = evaluation.evaluate_predictions(args.preprocessed, args.predictions, args.table, args.metrics,
+                                              progress=not args.quiet)
     d1, d2 = (summary[f"dice_mean_stage{i}"] for i in (1, 2))  # None when no Dice is defined
-    print(f"{args.table}: {len(rows)} rows ({len(cases)} test case(s), 2 stages); mean Dice stage 1 "
+    print(f"{args.table}: {summary['n_cases']} test case(s), {summary['n_rows']} regions x 2 stages; mean Dice stage 1 "
           f"{'n/a' if d1 is None else f'{d1:.3f}'}, stage 2 {'n/a' if d2 is None else f'{d2:.3f}'}; "
           f"{summary['n_within_interobserver']} of 35 muscles within interobserver Dice")
     return 0
 
 
+def _segment_outputs(output) -> list[Path]:
+    """The files ``llseg segment -o output`` writes: the label map first, then the tables beside it."""
+    out = Path(output)
+    if not out.name.endswith((".nii", ".nii.gz")) or out.name in (".nii", ".nii.gz"):
+        raise ValueError(f"{out}: output must end in .nii or .nii.gz")
+    stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.stem
+    return [out] + [out.with_name(f"{stem}{suffix}") for suffix in ("_volumes.csv", "_contours.json", ".ctbl",
+                                                                     "_itksnap.txt")]
+
+
 def cmd_segment(args) -> int:
-    from . import cascade, export, io, postprocess, preprocess
+    from . import io, pipeline
 
     params = load_params(args.params)
-    p = section(params, "preprocess", args.params)
-    img = io.load_image(args.image)
-    out = Path(args.output)
-    if not out.name.endswith((".nii", ".nii.gz")):
-        raise ValueError(f"{out}: output must end in .nii or .nii.gz")
-    if out.resolve() == Path(args.image).resolve():
-        raise ValueError(f"{out}: refusing to overwrite the input image; choose another output path")
-    stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.stem
-    if min(img.data.shape) < 2:
-        raise ValueError(f"{args.image}: a 3-D volume needs at least 2 voxels on every axis, got shape {img.data.shape}")
-    s1, s2, priors, cfg1, cfg2 = _load_cascade(args.models)
-    target = tuple(float(v) for v in p["spacing_mm"])
-    target_xy = [int(round(f / sp)) for f, sp in zip(p["fov_mm"], target[:2])]
-    t0 = time.perf_counter()
-    try:
-        pre = preprocess.preprocess_case(img.data, None, img.affine, spacing_mm=img.spacing_mm, target_spacing_mm=target,
-                                         target_xy=target_xy, n4=bool(p["n4"]), shrink_factor=int(p["n4_shrink"]),
-                                         iterations=[int(i) for i in p["n4_iterations"]])
-    except (ValueError, RuntimeError) as exc:  # SimpleITK reports through RuntimeError
-        raise ValueError(f"{args.image}: cannot preprocess: {str(exc).splitlines()[0]}") from None
-    t_pre = time.perf_counter() - t0
-    res = cascade.run_cascade(s1, s2, pre["image"], **_cascade_kwargs(params, cfg1, cfg2, priors))
-    canonical = preprocess.from_study_grid(res["labels"], canonical_shape=img.data.shape, zoom=pre["zoom"],
-                                           offsets_xy=pre["offsets_xy"])
-    original = io.to_original_orientation(canonical, img.affine, img.original_affine)
-    volumes = export.volume_table({Path(args.image).name: (canonical, img.spacing_mm)})
-    contours = postprocess.contours_from_labels(canonical, img.spacing_mm, img.affine)
-    io.save_nifti(out, original, img.original_affine, dtype=np.uint8)
-    io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes)
-    io.write_json(out.with_name(f"{stem}_contours.json"), contours)
-    io.write_text(out.with_name(f"{stem}.ctbl"), export.slicer_color_table(title=f"{stem}.ctbl"))
-    io.write_text(out.with_name(f"{stem}_itksnap.txt"), export.itksnap_label_descriptions())
-    print(f"{out}: {len(np.unique(canonical)) - 1} regions; preprocessing {t_pre:.1f} s, stage 1 "
-          f"{sum(res['stage1']['seconds_per_group'].values()):.1f} s, stage 2 + postprocessing "
-          f"{sum(res['stage2']['seconds_per_muscle'].values()) + res['stage2']['seconds_postprocess']:.1f} s")
+    # Everything that can be checked is checked before the models load (all-or-nothing outputs, llseg.io).
+    outputs = _segment_outputs(args.output)
+    io.check_output_paths(outputs, [args.image, args.params, args.models])
+    scan = io.load_image(args.image)
+    io.check_image_content(scan, allow_label_like=args.allow_label_like)
+    io.check_memory(scan, section(params, "preprocess", args.params)["spacing_mm"])
+    with io.atomic_files(outputs) as staged:
+        found = pipeline.segment_scan(scan, staged[outputs[0]], args.models, progress=not args.quiet,
+                                      **_preprocess_kwargs(section(params, "preprocess", args.params)),
+                                      **_inference_kwargs(params))
+    print(f"{args.output}: {found['n_regions']} regions; preprocessing {found['seconds_preprocess']:.1f} s, stage 1 "
+          f"{found['seconds_stage1']:.1f} s, stage 2 + postprocessing {found['seconds_stage2']:.1f} s")
     return 0
 
 
@@ -533,30 +346,14 @@ EPILOG = textwrap.dedent("""\
 
 
 def cmd_claims(args) -> int:
-    import pandas as pd
-
-    from . import claims, io
+    from .study import claims
 
     params = load_params(args.params)
     thresholds = section(params, "claims", args.params)
     stage = str((params.get("evaluation") or {}).get("stage", "stage2"))
-    inputs, sources, notes = {}, {}, []
-    for name in claims.INPUTS:  # a missing file makes its claims "not testable here", never an error
-        path = Path(args.table) if name == "per_region" else Path(args.metrics) / f"{name}.json"
-        sources[name] = str(path)
-        if not path.exists():
-            inputs[name] = None
-            notes.append(f"`{path}` missing: the claims that need it are not testable here.")
-        else:
-            inputs[name] = pd.read_csv(path).to_dict("records") if name == "per_region" else io.read_json(path)
-    found = claims.evaluate_claims(inputs, thresholds, stage=stage, sources=sources)
-    counts = claims.count_verdicts(found)
-    profile = str(params.get("profile", ""))
-    notes.append(f"Per-muscle claims score the `{stage}` labels (params.yaml `evaluation.stage`).")
-    io.write_json(args.json, {"profile": profile, "n_claims": len(found),
-                              **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()}, "claims": found})
-    io.write_text(args.out, claims.claims_markdown(found, profile=profile, notes=notes))
-    print(f"{args.out}: {len(found)} claims; " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    counts = claims.write_claims(args.metrics, args.table, args.out, args.json, thresholds=thresholds, stage=stage,
+                                 profile=str(params.get("profile", "")))
+    print(f"{args.out}: {sum(counts.values())} claims; " + ", ".join(f"{n} {v}" for v, n in counts.items()))
     return 0
 
 
@@ -678,21 +475,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("segment", cmd_segment, "Segment one NIfTI scan: 70-region label map in the scan's own space, "
              "muscle volumes (CSV, mL), contours (JSON) and colour tables for 3D Slicer (.ctbl) and "
              "ITK-SNAP (_itksnap.txt).", "llseg segment scan.nii.gz -o scan_muscles.nii.gz")
-    sp.add_argument("image")
-    sp.add_argument("-o", "--output", required=True, help="label map to write (.nii.gz)")
-    sp.add_argument("--models", default="models")
-    sp.add_argument("--params", default="params.yaml")
+    sp.add_argument("image", help="the scan to segment (.nii or .nii.gz, any orientation)")
+    sp.add_argument("-o", "--output", required=True, help="label map to write (.nii or .nii.gz); the volumes, "
+                    "contours and colour tables are written beside it")
+    sp.add_argument("--models", default="models", help="folder of the trained cascade (stage1/, stage2/; default models)")
+    sp.add_argument("--params", default="params.yaml", help="params.yaml whose preprocess, stage2 and postprocess "
+                    "sections match the models' training (default params.yaml)")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sp.add_argument("--allow-label-like", action="store_true", help="segment an image even if its values look "
+                    "like label ids (by default such an image is refused as a label map)")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        _quiet_tensorflow()
+    try:  # TensorFlow's Python-side (absl) log lines: errors only
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"llseg {args.command}: error: {msg}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError) as exc:  # OSError: FileNotFoundError, IsADirectoryError, ...
+        msg = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
+        lines = msg.splitlines() or [type(exc).__name__]
+        print(f"llseg {args.command}: error: {lines[0] if not args.verbose else msg}", file=sys.stderr)
         return 1
 
 

@@ -1,5 +1,5 @@
-"""The cohort: the phantom's cases, the on-disk layout every stage reads, the train/test split,
-and the checks a real cohort must pass.
+"""The cohort: the on-disk layout every stage reads, the train/test split, and the checks a real
+cohort must pass (the phantom, ``llseg.phantom``, writes its cases in the same layout).
 
 Layout (a real cohort uses the same)::
 
@@ -14,22 +14,18 @@ Layout (a real cohort uses the same)::
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import anatomy, io, mrsim, phantom
+from . import anatomy, io
 
 __all__ = [
     "IMAGES",
     "LABELS",
     "SUBJECTS",
-    "Case",
     "case_paths",
     "list_cases",
-    "make_case",
     "split_cases",
     "check_case",
     "check_cohort",
@@ -38,17 +34,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IMAGES, LABELS, SUBJECTS = "images", "labels", "subjects"
-
-
-@dataclass(frozen=True)
-class Case:
-    """One generated phantom case: arrays in RAS+ ``(X, Y, Z)`` plus metadata."""
-
-    image: np.ndarray
-    labels: np.ndarray
-    bias: np.ndarray
-    affine: np.ndarray
-    meta: dict
 
 
 def case_paths(root, case: str) -> dict[str, Path]:
@@ -89,53 +74,6 @@ def _find(folder: Path, case: str) -> Path | None:
     return None
 
 
-def make_case(seed: int, *, protocol: str, downscale: float, bias_strength: float, noise_sigma: float,
-              supersample: int = 5, muscle_contrast: float = 0.03, texture_strength: float = 0.06) -> Case:
-    """Generate one phantom subject and acquire it under ``protocol``.
-
-    Anatomy is rendered on ``supersample`` thin slices per acquired slice, then the MR simulator
-    averages them (through-plane partial volume); ground truth is the centre thin slice.
-
-    Parameters
-    ----------
-    seed : int
-        Subject seed (anatomy and acquisition are both deterministic from it).
-    protocol : {"spiral", "cartesian"}
-    downscale : float
-        Global downscale of matrix and slice count (1 = the paper's 1 x 1 x 5 mm).
-    bias_strength, noise_sigma : float
-        See ``llseg.mrsim.simulate_image``.
-    supersample : int
-        Odd number of thin slices per acquired slice.
-    """
-    if protocol not in mrsim.PROTOCOLS:
-        raise ValueError(f"protocol must be one of {sorted(mrsim.PROTOCOLS)}, got {protocol!r}")
-    if supersample < 1 or supersample % 2 == 0:
-        raise ValueError(f"supersample must be a positive odd integer, got {supersample!r}")
-    proto = mrsim.PROTOCOLS[protocol]
-    subject = phantom.sample_subject(seed)
-    # 200-240 slices in the paper: T12 to ankle plus a small margin.
-    n_slices = int(np.clip(math.ceil(phantom.span_mm(subject) / proto.slice_mm) + 6, 200, 240))
-    shape, spacing = mrsim.acquisition_grid(proto, n_slices=n_slices, downscale=downscale)
-    fine_shape = (shape[0], shape[1], shape[2] * supersample)
-    fine_spacing = (spacing[0], spacing[1], spacing[2] / supersample)
-    fine_affine = phantom.field_of_view(subject, matrix_xy=shape[:2], spacing_mm=fine_spacing,
-                                        n_slices=fine_shape[2])
-    labels_f, tissue_f = phantom.render_anatomy(subject, fine_affine, fine_shape)
-    rng = np.random.default_rng([seed, 1])
-    image, labels, bias = mrsim.simulate_image(
-        labels_f, tissue_f, fine_spacing_mm=fine_spacing, slice_factor=supersample, rng=rng,
-        bias_strength=bias_strength, noise_sigma=noise_sigma, muscle_contrast=muscle_contrast,
-        texture_strength=texture_strength)
-    affine = fine_affine.copy()
-    affine[:3, 3] = fine_affine[:3, 3] + fine_affine[:3, 2] * (supersample - 1) / 2.0
-    affine[:3, 2] = fine_affine[:3, 2] * supersample
-    meta = {"subject": subject.to_dict(), "protocol": protocol, "downscale": downscale,
-            "bias_strength": bias_strength, "noise_sigma": noise_sigma, "supersample": supersample,
-            "shape": list(shape), "spacing_mm": list(spacing)}
-    return Case(image=image, labels=labels, bias=bias, affine=affine, meta=meta)
-
-
 def split_cases(cases, *, test_fraction: float, seed: int) -> dict[str, list[str]]:
     """Random, seeded train/test split (the paper: 51 train / 13 test of 64, ~80/20).
 
@@ -153,7 +91,7 @@ def split_cases(cases, *, test_fraction: float, seed: int) -> dict[str, list[str
     return {"train": train, "test": test}
 
 
-def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: float = 25.0) -> dict:
+def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: float = io.MAX_SPACING_MM) -> dict:
     """Check one case; return ``{"case", "ok", "problems": [...], ...facts}`` (never raises for bad data).
 
     Checks: readable 3-D NIfTI without NaN; plausible voxel size; label map present, integer,
@@ -167,13 +105,15 @@ def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: 
     facts: dict = {"case": case}
     try:
         img = io.load_image(image_path)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:   # OSError includes FileNotFoundError
         return {**facts, "ok": False, "problems": [str(exc)]}
     facts["shape"] = list(img.data.shape)
     facts["spacing_mm"] = [round(s, 4) for s in img.spacing_mm]
     facts["orientation"] = "".join(__import__("nibabel").aff2axcodes(img.original_affine))
-    if max(img.spacing_mm) > max_spacing_mm:
-        problems.append(f"{image_path}: voxel size {facts['spacing_mm']} mm exceeds {max_spacing_mm} mm")
+    try:  # constant image, voxel size beyond the kit's range, a label map in images/
+        io.check_image_content(img, max_spacing_mm=max_spacing_mm)
+    except ValueError as exc:
+        problems.append(str(exc).replace("; pass --allow-label-like if it really is an image", ""))
     label_path = _find(Path(root) / LABELS, case)
     if label_path is None:
         if require_labels:
@@ -181,7 +121,7 @@ def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: 
         return {**facts, "ok": not problems, "problems": problems}
     try:
         lab = io.load_labels(label_path, reference=img)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         return {**facts, "ok": False, "problems": problems + [str(exc)]}
     present = set(np.unique(lab.data).tolist()) - {0}
     missing = sorted(set(anatomy.REGIONS) - present)
@@ -215,5 +155,14 @@ def _left_right_check(labels: np.ndarray, affine: np.ndarray) -> str | None:
 
 
 def check_cohort(root, *, require_labels: bool = True) -> list[dict]:
-    """``check_case`` for every case under ``root``."""
-    return [check_case(root, c, require_labels=require_labels) for c in list_cases(root, require_labels=False)]
+    """``check_case`` for every case under ``root``, then one bad entry per label map without an image."""
+    cases = list_cases(root, require_labels=False)
+    results = [check_case(root, c, require_labels=require_labels) for c in cases]
+    folder = Path(root) / LABELS
+    if folder.is_dir():
+        for p in sorted(folder.iterdir()):
+            case = p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.stem
+            if p.name.endswith((".nii.gz", ".nii")) and case not in cases:
+                results.append({"case": case, "ok": False, "problems": [
+                    f"{p}: label map without an image (no {Path(root) / IMAGES / case}.nii.gz or .nii)"]})
+    return results

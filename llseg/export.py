@@ -2,7 +2,7 @@
 
 Everything here returns Python objects or strings; writing them to disk is ``llseg.io``'s job
 (``io.write_csv`` for :func:`volume_table`, ``io.write_text`` for the colour tables). Label
-ids, names and colours come from ``llseg.anatomy`` and ``llseg.figures.muscle_colors`` so that
+ids, names and colours come from ``llseg.anatomy`` and :func:`muscle_colors` (here) so that
 the exported tables match the kit's figures and viewer exactly: right muscle ``i`` has label
 ``i`` and left muscle ``i`` has label ``i + 35``, and both legs share one colour.
 
@@ -17,9 +17,10 @@ import warnings
 
 import numpy as np
 
-from . import _validate, anatomy, figures
+from . import _validate, anatomy
 
 __all__ = [
+    "muscle_colors",
     "region_volumes_ml",
     "volume_table",
     "volume_columns",
@@ -32,6 +33,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _MM3_PER_ML = 1000.0
+
+
+def muscle_colors() -> dict[str, tuple[float, float, float]]:
+    """One fixed RGB colour per muscle key (both legs share it), Table-1 order."""
+    import seaborn as sns
+
+    palette = sns.color_palette("husl", anatomy.N_MUSCLES)
+    # Interleave the hue circle so that muscles adjacent in Table 1 get distant hues.
+    order = [(i * 13) % anatomy.N_MUSCLES for i in range(anatomy.N_MUSCLES)]
+    return {m.key: tuple(palette[order[i]]) for i, m in enumerate(anatomy.MUSCLES)}
 
 
 # --------------------------------------------------------------------------- volumes
@@ -67,15 +78,7 @@ def region_volumes_ml(labels, spacing_mm) -> np.ndarray:
     """
     labels = _validate.label_map(_validate.volume(labels, "labels"), "labels")
     voxel_ml = float(np.prod(_validate.spacing(spacing_mm, 3))) / _MM3_PER_ML
-    flat = labels.ravel()
-    if flat.min() < 0:
-        raise ValueError(f"labels: negative label id(s) {sorted(set(np.unique(flat[flat < 0]).tolist()))[:10]}; "
-                         f"valid ids are 0 (background) and 1..{anatomy.N_REGIONS} (see llseg.anatomy)")
-    counts = np.bincount(flat, minlength=anatomy.N_REGIONS + 1)
-    if counts.size > anatomy.N_REGIONS + 1:
-        unknown = (np.flatnonzero(counts[anatomy.N_REGIONS + 1:]) + anatomy.N_REGIONS + 1).tolist()
-        raise ValueError(f"labels: unknown label id(s) {unknown[:10]}{' ...' if len(unknown) > 10 else ''}; "
-                         f"valid ids are 0 (background) and 1..{anatomy.N_REGIONS} (see llseg.anatomy)")
+    counts = np.bincount(_validate.label_ids(labels, "labels").ravel(), minlength=anatomy.N_REGIONS + 1)
     return counts.astype(float) * voxel_ml
 
 
@@ -163,7 +166,7 @@ def volume_table(label_maps: dict) -> list[dict]:
 
 def _region_rgb255() -> dict[int, tuple[int, int, int]]:
     """Label id 1..70 -> the figures' muscle colour as 0-255 ints (both legs share it)."""
-    by_key = figures.muscle_colors()
+    by_key = muscle_colors()
     return {label: tuple(int(round(255 * c)) for c in by_key[key])
             for label, (key, _side) in sorted(anatomy.REGIONS.items())}
 
@@ -188,7 +191,7 @@ def slicer_color_table(*, title: str = "llseg lower-limb muscles") -> str:
         The file's text: two header comments (``# Color table file ...``, ``# 71 values``),
         then one line ``id name R G B A`` per label 0..70 with 0-255 integers: ``0 background
         0 0 0 0`` and e.g. ``1 adductor_brevis_right R G B 255``, colours from
-        ``figures.muscle_colors()``.
+        ``muscle_colors()``.
 
     Notes
     -----
@@ -249,7 +252,7 @@ def itksnap_label_descriptions() -> str:
         The file's text: ITK-SNAP's header comment block, then ``0 0 0 0 0 0 0 "Clear Label"``
         and one line per label 1..70, e.g.
         ``    1   R   G   B        1  1  1    "Adductor brevis (right)"`` (names from
-        ``anatomy.region_name``, colours from ``figures.muscle_colors()``, opaque, visible
+        ``anatomy.region_name``, colours from ``muscle_colors()``, opaque, visible
         in 2-D and as mesh).
 
     Notes

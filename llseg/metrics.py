@@ -49,8 +49,8 @@ computation (distances depend only on voxel-index differences, and the nearest s
 voxel always lies in that box). Distances between the two surface point sets come from a
 k-d tree (``pykdtree`` if installed, else ``scipy.spatial.cKDTree``; one OpenMP thread):
 exact in float64 and proportional to the number of surface voxels rather than the box
-size. That measured ~2x faster than a Euclidean distance transform of the box (scipy's, or
-the ``edt`` package's, whose float32 output is also off by up to 2e-6 mm); see
+size, which is faster than a Euclidean distance transform of the box (scipy's, or the
+``edt`` package's, whose float32 output is also off by up to 2e-6 mm); see
 ``benchmarks/bench_metrics.py``. Surface voxels on both surfaces (distance 0) and voxels
 whose 6-neighbour along a smallest-spacing axis is on the other surface (distance = that
 spacing, the smallest possible) are not queried. ``evaluate_regions`` finds all bounding
@@ -77,7 +77,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-try:  # pykdtree: the same exact float64 nearest neighbours as cKDTree, 2-3x faster here
+try:  # pykdtree: the same exact float64 nearest neighbours as cKDTree, faster (benchmarks/bench_metrics.py)
     from pykdtree.kdtree import KDTree as _PyKDTree
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover - optional speed-up; cKDTree gives identical values
@@ -107,19 +107,8 @@ class EmptyMaskWarning(UserWarning):
 
 
 # ----------------------------------------------------------------------------- checks
-def _as_mask(mask, name: str) -> np.ndarray:
-    """A 3-D bool mask; integer arrays holding only 0 and 1 are accepted and converted."""
-    arr = _validate.volume(mask, name)
-    if arr.dtype == bool:
-        return arr
-    if np.issubdtype(arr.dtype, np.integer) and arr.min() >= 0 and arr.max() <= 1:
-        return arr.astype(bool)
-    raise TypeError(f"{name}: expected a bool mask (or integers 0/1), got dtype {arr.dtype}; "
-                    f"build one with e.g. labels == k")
-
-
 def _pair(pred, truth) -> tuple[np.ndarray, np.ndarray]:
-    pred, truth = _as_mask(pred, "pred"), _as_mask(truth, "truth")
+    pred, truth = _validate.mask(pred, "pred", binary=True), _validate.mask(truth, "truth", binary=True)
     _validate.same_shape(pred, truth, "pred", "truth")
     return pred, truth
 
@@ -139,9 +128,8 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     border as background (scipy's ``border_value=0``), so cropping to the mask's bounding box
     or any larger box gives the same voxels.
 
-    Written with slices instead of calling ``scipy.ndimage.binary_erosion`` because it is
-    ~1.7x faster on these crops (it is 10 % of ``evaluate_regions``); the tests check it
-    against scipy's erosion.
+    Written with slices instead of calling ``scipy.ndimage.binary_erosion``, which is slower
+    on these small crops; the tests check it against scipy's erosion.
     """
     interior = np.zeros_like(mask)
     if min(mask.shape) >= 3:
@@ -164,10 +152,9 @@ def _nearest(dst_mm: np.ndarray, src_mm: np.ndarray) -> np.ndarray:
 
 
 def _single_thread():
-    """pykdtree parallelises each query with OpenMP over all cores; on the shared 2-core
-    machine that was 1.3-2x slower than one thread (many short parallel regions waiting for
-    busy cores), so queries run on one thread. Enter once per public call: each entry scans
-    the loaded libraries (~1-2 ms)."""
+    """One OpenMP thread for pykdtree's queries (it parallelises each short query over all
+    cores, which is slower when the cores are busy). Enter once per public call: each entry
+    scans the loaded libraries."""
     return threadpool_limits(1, user_api="openmp") if _PyKDTree is not None else contextlib.nullcontext()
 
 
@@ -304,7 +291,7 @@ def one_voxel_margin_dice(truth, *, voxels: int = 1, axes=(0, 1)) -> float:
     TypeError
         Not a bool (or 0/1 integer) mask.
     """
-    t = _as_mask(truth, "truth")
+    t = _validate.mask(truth, "truth", binary=True)
     if isinstance(voxels, bool) or not isinstance(voxels, (int, np.integer)) or voxels < 1:
         raise ValueError(f"voxels must be an int >= 1, got {voxels!r}")
     axes = tuple(int(a) for a in axes)
@@ -491,7 +478,7 @@ def volume_ml(mask, spacing_mm) -> float:
     ValueError, TypeError
         As for ``dice``, or a bad ``spacing_mm``.
     """
-    mask = _as_mask(mask, "mask")
+    mask = _validate.mask(mask, "mask", binary=True)
     spacing = _validate.spacing(spacing_mm, 3)
     return int(np.count_nonzero(mask)) * float(np.prod(spacing)) / 1000.0
 
@@ -542,14 +529,7 @@ def volume_error_pct(pred, truth, spacing_mm, *, absolute: bool = False) -> floa
 # ----------------------------------------------------------------------------- public: label maps
 def _boxes(labels: np.ndarray, name: str) -> list:
     """Bounding boxes of labels 1..N_REGIONS in one pass; reject negative or unknown ids."""
-    if np.issubdtype(labels.dtype, np.signedinteger) and labels.min() < 0:
-        raise ValueError(f"{name}: negative label id(s), e.g. {int(labels.min())}")
-    if labels.max() > N_REGIONS:
-        unknown = np.unique(labels[labels > N_REGIONS])
-        raise ValueError(f"{name}: unknown label id(s) {unknown[:10].tolist()}"
-                         f"{' ...' if len(unknown) > 10 else ''}; valid ids are 0 (background) "
-                         f"and 1..{N_REGIONS} (see llseg.anatomy)")
-    return ndimage.find_objects(labels, max_label=N_REGIONS)
+    return ndimage.find_objects(_validate.label_ids(labels, name), max_label=N_REGIONS)
 
 
 def _check_labels(labels) -> tuple[int, ...]:

@@ -10,18 +10,16 @@ Conventions shared by every builder (paper sections 2.2.1-2.2.3):
 * a *conv unit* is a 3x3x3 convolution (padding "same", no bias because BatchNorm follows,
   He-normal initialisation, a truncated Gaussian: "weights were initialized randomly from
   Gaussian distribution") + batch normalisation + ReLU. The batch normalisation is
-  :class:`SampleBatchNormalization`: with the paper's batch size 1, training normalises each
-  crop by its own mean and variance, and this layer keeps doing so at inference instead of
-  switching to moving averages (on the committed cpu run the moving averages cost 0.039 mean
-  Dice: 0.683 vs 0.722 with the same weights). Training is Keras' BatchNormalization
+  ``llseg.custom_layers.SampleBatchNormalization``: with the paper's batch size 1, training
+  normalises each crop by its own mean and variance, and this layer keeps doing so at
+  inference instead of switching to moving averages. Training is Keras' BatchNormalization
   unchanged (momentum 0.9, so the moving statistics it still keeps follow the weights);
 * ``levels`` counts *resolution levels*, so a network has ``levels - 1`` 2x2x2 max-poolings
   and every spatial input size must be divisible by ``2 ** (levels - 1)``
   (:func:`model_divisor`). A spatial size may be ``None`` for a fully convolutional model
   that accepts any (divisible) size;
-* two custom layers, registered with Keras as ``"llseg>SampleBatchNormalization"`` and
-  ``"llseg>MaxUnpooling3D"`` (SegNet's unpooling): a saved model loads once this module has
-  been imported (``import llseg.models``; ``llseg.io.load_model`` does it).
+* the custom layers (``llseg.custom_layers``) are registered with Keras by name, so a saved
+  model loads once this module has been imported (``llseg.io.load_model`` does it).
 """
 from __future__ import annotations
 
@@ -29,7 +27,9 @@ import logging
 import numbers
 
 import keras
-from keras import layers, ops
+from keras import layers
+
+from .custom_layers import MaxUnpooling3D, SampleBatchNormalization
 
 __all__ = [
     "ARCHS",
@@ -37,11 +37,8 @@ __all__ = [
     "unet_3d",
     "fcn8s_3d",
     "segnet_3d",
-    "MaxUnpooling3D",
-    "SampleBatchNormalization",
     "build_model",
     "model_divisor",
-    "unet_param_count",
 ]
 
 logger = logging.getLogger(__name__)
@@ -87,42 +84,6 @@ def _check_common(n_classes, root_filters) -> None:
         raise ValueError(f"n_classes must be an int >= 2 (background + at least one label), got {n_classes!r}")
     if not _is_int(root_filters) or root_filters < 1:
         raise ValueError(f"root_filters must be a positive int, got {root_filters!r}")
-
-
-# --------------------------------------------------------------------------- normalisation
-
-
-@keras.saving.register_keras_serializable(package="llseg")
-class SampleBatchNormalization(layers.BatchNormalization):
-    """Batch normalisation that also uses each sample's own statistics at inference.
-
-    Training (``training=True``) is :class:`keras.layers.BatchNormalization` unchanged: with
-    batch size 1 (paper 2.2.3) its batch statistics are the crop's own per-channel mean and
-    variance over X, Y, Z, and the moving averages are updated as usual. Keras' layer switches
-    to those moving averages at inference, so a crop is then normalised differently from how
-    it was in training; this layer instead normalises every sample of an inference batch by
-    its own per-channel mean and variance over the spatial axes (samples are never pooled),
-    the same computation as a training step with batch size 1, and changes no variable.
-
-    Why: with batch size 1 the moving averages mix crops of different content, and the
-    mismatch cost 0.039 mean Dice on the committed cpu run (0.683 with moving averages vs
-    0.722 with sample statistics, same weights). Keras has no option for this, hence the
-    subclass (nnU-Net takes the same route by using instance normalisation throughout).
-    """
-
-    def call(self, inputs, training=None, mask=None):
-        if (training and self.trainable) or mask is not None:
-            return super().call(inputs, training=training, mask=mask)
-        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
-        axis = self.axis % len(x.shape)
-        spatial = [a for a in range(1, len(x.shape)) if a != axis]
-        mean, variance = ops.moments(x, axes=spatial, keepdims=True)   # (N, 1, 1, 1, C)
-        y = (x - mean) * ops.rsqrt(variance + self.epsilon)
-        if self.scale:
-            y = y * ops.cast(self.gamma, y.dtype)
-        if self.center:
-            y = y + ops.cast(self.beta, y.dtype)
-        return ops.cast(y, self.compute_dtype)
 
 
 # --------------------------------------------------------------------------- blocks
@@ -338,73 +299,6 @@ def fcn8s_3d(input_shape, n_classes: int, *, root_filters: int = 16, levels: int
     return keras.Model(inputs, outputs, name=name or f"fcn8s3d_l{levels}_f{root_filters}")
 
 
-def _upsample2(t):
-    """Nearest-neighbour x2 along X, Y and Z of a ``(N, X, Y, Z, C)`` tensor."""
-    for axis in (1, 2, 3):
-        t = ops.repeat(t, 2, axis=axis)
-    return t
-
-
-@keras.saving.register_keras_serializable(package="llseg")
-class MaxUnpooling3D(layers.Layer):
-    """SegNet unpooling: place each value at the position its 2x2x2 max-pooling took it from.
-
-    Called on ``[x, features]``: ``x`` is the tensor to unpool, ``(N, X/2, Y/2, Z/2, C)``;
-    ``features`` is the encoder tensor *before* its 2x2x2 max-pooling (stride 2),
-    ``(N, X, Y, Z, C)`` with the same channel count C. Returns ``(N, X, Y, Z, C)``: every value
-    of ``x`` copied to the voxel(s) of its 2x2x2 window where ``features`` reached the window's
-    maximum (the pooling "switches"), zeros elsewhere. Channels-last, any Keras backend.
-
-    Notes
-    -----
-    The switches are recomputed from ``features`` as the mask
-    ``M = (features == upsample(max_pool(features)))`` rather than stored as flat argmax
-    indices (Keras has no max-pooling-with-argmax op on all backends); the values are the
-    same as the encoder's pooling layer's. The output is ``upsample(x) * M``, with ``upsample``
-    nearest-neighbour x2.
-
-    Ties: a window whose maximum occurs more than once (typically a window of ReLU zeros)
-    has several ones in ``M`` and receives the value at each of them, whereas SegNet's stored
-    index picks a single position.
-
-    No gradient flows through ``M`` (it is built under ``stop_gradient``; the comparison is
-    not differentiable anyway): ``features`` gets no gradient from this layer, ``x`` gets the
-    gradient summed over its window's switch positions.
-
-    References
-    ----------
-    Badrinarayanan, Kendall and Cipolla, "SegNet", IEEE TPAMI 39(12) 2017, section 3, Fig. 3.
-    """
-
-    def build(self, input_shape):
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
-            raise ValueError(f"{self.name}: expected two inputs [x, features], got shapes {input_shape!r}")
-        x_shape, f_shape = (tuple(s) for s in input_shape)
-        if len(x_shape) != 5 or len(f_shape) != 5:
-            raise ValueError(f"{self.name}: expected 5-D (N, X, Y, Z, C) inputs, got x {x_shape} and "
-                             f"features {f_shape}")
-        if x_shape[-1] is not None and f_shape[-1] is not None and x_shape[-1] != f_shape[-1]:
-            raise ValueError(f"{self.name}: x and features must have the same channel count, got x {x_shape} "
-                             f"and features {f_shape}")
-        for xs, fs in zip(x_shape[1:4], f_shape[1:4]):
-            if xs is not None and fs is not None and fs != 2 * xs:
-                raise ValueError(f"{self.name}: features must be twice the size of x along X, Y, Z, got x "
-                                 f"{x_shape} and features {f_shape}")
-        super().build(input_shape)
-
-    def call(self, inputs):
-        x, features = inputs                                            # (N, X/2, .., C), (N, X, .., C)
-        features = ops.stop_gradient(features)
-        peak = _upsample2(ops.max_pool(features, 2, strides=2, padding="valid",
-                                       data_format="channels_last"))    # (N, X, Y, Z, C): window maxima
-        mask = ops.cast(ops.equal(features, peak), self.compute_dtype)  # 1 at the switch positions
-        return _upsample2(x) * mask                                     # (N, X, Y, Z, C)
-
-    def compute_output_shape(self, input_shape):
-        x_shape, f_shape = input_shape
-        return (*tuple(f_shape)[:-1], tuple(x_shape)[-1])
-
-
 def segnet_3d(input_shape, n_classes: int, *, root_filters: int = 16, levels: int = 5,
               name: str | None = None) -> keras.Model:
     """Build a 3-D analogue of SegNet (Badrinarayanan et al. 2017) for the paper's ablation.
@@ -440,7 +334,7 @@ def segnet_3d(input_shape, n_classes: int, *, root_filters: int = 16, levels: in
     ``f_{i-1}`` filters (``f_0`` at level 0): as in SegNet, where each decoder block's last
     convolution reduces the channels to the next level up's, so that they match ``E_{i-1}``.
     Going up to level ``i``, the decoder unpools with the encoder's max-pooling switches
-    (:class:`MaxUnpooling3D` on ``[decoder, E_i]``: each value goes back to where the max
+    (``custom_layers.MaxUnpooling3D`` on ``[decoder, E_i]``: each value goes back to where the max
     of its 2x2x2 window was, zeros elsewhere), then applies that level's block. There is
     *no* skip concatenation (the defining difference from the U-Net: only the switches
     pass from encoder to decoder). A 1x1x1 convolution and softmax end the network.
@@ -448,7 +342,7 @@ def segnet_3d(input_shape, n_classes: int, *, root_filters: int = 16, levels: in
     Simplification: the original's variable conv count per level (2-2-3-3-3) is replaced by
     two per level, and its encoder and decoder blocks at the coarsest scale (around the
     fifth pooling) by the single bottom block. Ties in a pooling window are unpooled to
-    every tied position (see :class:`MaxUnpooling3D`).
+    every tied position (see ``custom_layers.MaxUnpooling3D``).
     """
     _check_common(n_classes, root_filters)
     shape = _check_input_shape(input_shape, levels)
@@ -530,76 +424,3 @@ def model_divisor(model: keras.Model) -> int:
                 raise ValueError(f"model {model.name}: anisotropic pooling strides {strides} are not supported")
             div *= int(strides[0])
     return div
-
-
-# --------------------------------------------------------------------------- parameter count
-
-
-def _conv_params(k: int, c_in: int, c_out: int, bias: bool) -> int:
-    return k**3 * c_in * c_out + (c_out if bias else 0)
-
-
-def _bn_params(c: int) -> int:
-    return 4 * c  # gamma, beta (trainable), moving mean, moving variance (non-trainable)
-
-
-def _block_params(block: str, c_in: int, f: int) -> int:
-    if block == "plain":
-        return _conv_params(3, c_in, f, False) + _bn_params(f) + _conv_params(3, f, f, False) + _bn_params(f)
-    if block == "residual":
-        n = _conv_params(3, c_in, f, False) + _bn_params(f) + _conv_params(3, f, f, False) + _bn_params(f)
-        if c_in != f:
-            n += _conv_params(1, c_in, f, False) + _bn_params(f)
-        return n
-    if block == "dense":
-        n, seen = 0, c_in
-        for g in _dense_growths(f):
-            n += _conv_params(3, seen, g, False) + _bn_params(g)
-            seen += g
-        return n
-    raise ValueError(f"block must be one of {BLOCKS}, got {block!r}")
-
-
-def unet_param_count(in_channels: int, n_classes: int, *, levels: int = 3, root_filters: int = 16,
-                     block: str = "plain") -> int:
-    """Count the parameters of :func:`unet_3d` by hand, layer by layer.
-
-    Independent of Keras (pure arithmetic) so that a test can check the built model against
-    the architecture described in the paper.
-
-    Parameters
-    ----------
-    in_channels, n_classes : int
-        Input channels and output classes.
-    levels, root_filters : int, optional
-        As in :func:`unet_3d`.
-    block : {"plain", "residual", "dense"}, optional
-        As in :func:`unet_3d`.
-
-    Returns
-    -------
-    int
-        Total parameter count, including BatchNorm's non-trainable moving statistics (as
-        ``keras.Model.count_params`` reports).
-
-    Notes
-    -----
-    With ``f_i = root_filters * 2**i``: a k^3 conv has ``k^3 c_in c_out`` weights (+ ``c_out``
-    bias only for the transposed and final convs); each BatchNorm has ``4 c``. Encoder level
-    ``i`` is ``block(c_in -> f_i)`` with ``c_in = in_channels`` or ``f_{i-1}``; decoder level
-    ``i`` is a 2^3 transposed conv ``f_{i+1} -> f_i`` (with bias) and ``block(2 f_i -> f_i)``;
-    the head is a 1^3 conv ``f_0 -> n_classes`` with bias.
-    """
-    total = 0
-    c = in_channels
-    for i in range(levels):
-        f = root_filters * 2**i
-        total += _block_params(block, c, f)
-        c = f
-    for i in reversed(range(levels - 1)):
-        f = root_filters * 2**i
-        total += _conv_params(2, c, f, True)        # transposed conv, kernel 2^3
-        total += _block_params(block, 2 * f, f)     # after concatenation with the skip
-        c = f
-    total += _conv_params(1, c, n_classes, True)
-    return total

@@ -57,15 +57,6 @@ Crop = tuple[tuple[slice, slice, slice], np.ndarray]
 
 
 # ----------------------------------------------------------------------------- helpers
-def _as_mask(mask, name: str = "mask") -> np.ndarray:
-    """A 3-D bool array from a bool/integer array (non-zero = foreground)."""
-    arr = np.asarray(mask)
-    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name}: expected a bool or integer mask, got dtype {arr.dtype}")
-    arr = _validate.volume(arr, name)
-    return arr if arr.dtype == bool else arr != 0
-
-
 def _check_connectivity(connectivity) -> int:
     if connectivity not in _CONNECTIVITIES:
         raise ValueError(f"connectivity must be one of {_CONNECTIVITIES}, got {connectivity!r}")
@@ -121,7 +112,7 @@ def keep_largest_component(mask, *, connectivity: int = 26) -> np.ndarray:
     ValueError
         Not 3-D, or bad ``connectivity``.
     """
-    mask = _as_mask(mask)
+    mask = _validate.mask(mask)
     connectivity = _check_connectivity(connectivity)
     if not mask.any():
         return np.zeros(mask.shape, dtype=bool)
@@ -157,7 +148,7 @@ def close_mask(mask, *, radius_vox=(1, 1, 0), iterations: int = 1) -> np.ndarray
     symmetric element never grows a set beyond its bounding box, so the crop loses nothing.
     Only the bounding box is processed, which keeps the cost proportional to the region.
     """
-    mask = _as_mask(mask)
+    mask = _validate.mask(mask)
     radius = _check_radius(radius_vox)
     if not (isinstance(iterations, (int, np.integer)) and iterations >= 0):
         raise ValueError(f"iterations must be an int >= 0, got {iterations!r}")
@@ -360,7 +351,7 @@ def _prasad_bound(s: np.ndarray) -> np.ndarray:
 
 
 _TABLE_S = np.geomspace(1.0, 1e5, 1201)       # the bound is smooth in s: tabulate once,
-_TABLE_TOL = _prasad_bound(_TABLE_S)          # interpolate (error < 1e-4 px); ~30 ms at import
+_TABLE_TOL = _prasad_bound(_TABLE_S)          # interpolate (error < 1e-4 px)
 
 
 def _prasad_tolerance(s: float) -> float:

@@ -26,6 +26,7 @@ __all__ = [
     "to_study_grid",
     "study_grid_affine",
     "from_study_grid",
+    "restore_geometry",
     "preprocess_case",
     "summarize_cov",
 ]
@@ -209,6 +210,34 @@ def from_study_grid(labels: np.ndarray, *, canonical_shape, zoom, offsets_xy) ->
     idx = [np.minimum(((np.arange(n) + 0.5) * z).astype(np.intp), m - 1)
            for n, z, m in zip(canonical_shape, zoom, full.shape)]
     return full[np.ix_(*idx)]
+
+
+def restore_geometry(labels: np.ndarray, record) -> tuple[np.ndarray, np.ndarray]:
+    """Study-grid labels back onto the grid of the file they came from.
+
+    Parameters
+    ----------
+    labels : (X, Y, Z) ndarray of int
+        Labels on the study grid.
+    record : mapping
+        The case's preprocessing record (a ``manifest.json`` case entry): ``canonical_shape``,
+        ``zoom``, ``offsets_xy``, ``canonical_affine``, ``original_affine``.
+
+    Returns
+    -------
+    canonical : ndarray
+        The labels on the file's grid in RAS+ order (``from_study_grid``), for measuring.
+    original : ndarray
+        The same in the file's stored axis order and direction, for writing with
+        ``record["original_affine"]``.
+    """
+    from .io import to_original_orientation
+
+    canonical = from_study_grid(labels, canonical_shape=record["canonical_shape"], zoom=record["zoom"],
+                                offsets_xy=record["offsets_xy"])
+    original = to_original_orientation(canonical, np.asarray(record["canonical_affine"]),
+                                       np.asarray(record["original_affine"]))
+    return canonical, original
 
 
 def study_grid_affine(affine: np.ndarray, zoom, offsets_xy) -> np.ndarray:

@@ -22,6 +22,7 @@ DVC has no parallel ``repro`` of its own (iterative/dvc#755), which is why this 
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -184,3 +185,278 @@ def reproduce(*, jobs: int | None = None, cwd=".", dvc: Sequence[str] = ("dvc",)
         print(f"llseg repro: {len(todo)} training stages in {time.perf_counter() - t0:.0f} s", flush=True)
     print("llseg repro: step 3 of 3, dvc repro", flush=True)
     return _run([*dvc, "--wait-for-lock", "repro"], cwd=cwd)
+
+
+# ----------------------------------------------------------------------------- code dependencies
+
+PACKAGE = "llseg"
+
+
+def _module_path(root: Path, name: str) -> Path | None:
+    """The file of module ``name`` (dotted) under ``root``: ``a/b.py`` or ``a/b/__init__.py``."""
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imported(root: Path, nodes, module: str, is_package: bool) -> set[str]:
+    """The package modules (dotted) that the import statements among ``nodes`` (AST nodes, walked
+    whole) name, from the code of ``module``; ``from X import y`` adds ``X.y`` when it is a module."""
+    found = set()
+    for node in (n for top in nodes for n in ast.walk(top)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == PACKAGE)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = module.split(".")[: len(module.split(".")) - (node.level - is_package)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != PACKAGE:
+                continue
+            found.add(base)
+            package = root.joinpath(*base.split("."))
+            found.update(f"{base}.{a.name}" for a in node.names if a.name != "*" and package.is_dir()
+                         and (_module_path(root, f"{base}.{a.name}") or a.name not in _names(package)))
+    return found
+
+
+def _names(package: Path) -> set[str]:
+    """The names a package's ``__init__.py`` binds at its top level."""
+    init = package / "__init__.py"
+    names = set()
+    for node in ast.parse(init.read_text()).body if init.is_file() else []:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                names.update(n.id for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
+
+
+def _closure(root: Path, modules, importer: str, walked=()) -> set[str]:
+    """The files of ``modules`` (dotted), of their parent packages and of every package module they
+    import, at any depth (imports inside functions count: a conservative closure), relative to
+    ``root``. Modules in ``walked`` count as files, their imports are not followed (the caller
+    resolved them). A module with no file is an error naming ``importer`` or the importing file."""
+    todo, seen, files = [(m, importer) for m in modules], set(), set()
+    while todo:
+        name, by = todo.pop()
+        parts = name.split(".")
+        todo.extend((".".join(parts[:i]), by) for i in range(1, len(parts)))
+        if name in seen:
+            continue
+        seen.add(name)
+        path = _module_path(root, name)
+        if path is None:
+            if root.joinpath(*parts).is_dir():
+                continue  # a namespace package: no file of its own
+            raise ValueError(f"{by}: imports {name}, but there is no {'/'.join(parts)}.py")
+        rel = path.relative_to(root).as_posix()
+        files.add(rel)
+        if name not in walked:
+            tree = ast.parse(path.read_text(), filename=str(path))
+            todo.extend((m, rel) for m in _imported(root, [tree], name, path.name == "__init__.py") - seen)
+    return files
+
+
+def _cli_command_modules(root: Path, command: str) -> set[str]:
+    """The package modules ``llseg <command>`` imports: those of cli.py's top level, of ``main``
+    and of the ``cmd_*`` function registered for ``command``, following the cli.py functions they
+    use (a registration such as ``add("predict", cmd_predict, ...)`` does not run the other handlers)."""
+    path = root / PACKAGE / "cli.py"
+    tree = ast.parse(path.read_text(), filename=str(path))
+    funcs = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    handlers = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and len(node.args) >= 2 and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str) and isinstance(node.args[1], ast.Name) \
+                and node.args[1].id in funcs:
+            handlers[node.args[0].value] = node.args[1].id
+    handler = handlers.get(command)
+    if handler is None:
+        raise ValueError(f"{path}: no handler registered for `{PACKAGE} {command}` "
+                         f"(commands: {', '.join(sorted(handlers))})")
+    registered = set(handlers.values())
+    module = f"{PACKAGE}.cli"
+    nodes = [n for n in tree.body if n not in funcs.values()]  # imports and code at the top level
+    todo, seen = ["main", handler], set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in funcs:
+            continue
+        seen.add(name)
+        nodes.append(funcs[name])
+        todo.extend(n.id for n in ast.walk(funcs[name]) if isinstance(n, ast.Name) and n.id in funcs
+                    and (n.id == handler or n.id not in registered))
+    return {module} | _imported(root, nodes, module, False)
+
+
+def _source_modules(root: Path, path: Path) -> set[str]:
+    """The package modules a notebook's code cells or a script import (``%`` / ``!`` lines skipped)."""
+    if path.suffix == ".ipynb":
+        cells = [c for c in json.loads(path.read_text())["cells"] if c.get("cell_type") == "code"]
+        sources = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in cells]
+    else:
+        sources = [path.read_text()]
+    found = set()
+    for i, src in enumerate(sources):
+        code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in src.splitlines())
+        try:
+            tree = ast.parse(code)
+        except SyntaxError as exc:
+            raise ValueError(f"{path}: code cell {i}: {exc.msg} (line {exc.lineno})") from None
+        found |= _imported(root, [tree], "__main__", False)
+    return found
+
+
+def command_code_deps(cmd: str, root=".") -> list[str]:
+    """The package source files (and notebooks / scripts) a stage command runs, relative to
+    ``root``: for ``llseg <command>``, cli.py and the import closure of that command's handler; for
+    ``papermill NB ...`` or ``python SCRIPT``, the file and the closure of what it imports; for
+    ``python -m llseg.x``, that module's closure. Other commands (``mkdir``...) add nothing."""
+    import shlex
+
+    root = Path(root)
+    lexer = shlex.shlex(cmd, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words = list(lexer)
+    segments, current = [], []
+    for w in words:
+        if w and all(ch in "&|;()" for ch in w):
+            segments.append(current)
+            current = []
+        else:
+            current.append(w)
+    segments.append(current)
+    files, cli = set(), f"{PACKAGE}/cli.py"
+    for seg in segments:
+        if not seg:
+            continue
+        prog, args = Path(seg[0]).name, seg[1:]
+        plain = [a for a in args if not a.startswith("-")]
+        if prog.startswith("python") and args[:2] == ["-m", f"{PACKAGE}.cli"]:
+            prog, plain = PACKAGE, [a for a in args[2:] if not a.startswith("-")]
+        if prog == PACKAGE and plain:
+            files |= _closure(root, _cli_command_modules(root, plain[0]), cli, walked={f"{PACKAGE}.cli"})
+        elif prog.startswith("python") and args[:1] == ["-m"] and len(args) > 1:
+            if args[1].split(".")[0] == PACKAGE:
+                files |= _closure(root, [args[1]], f"`{' '.join(seg)}`")
+        elif (prog == "papermill" or prog.startswith("python")) and plain:
+            source = root / plain[0]
+            if source.suffix in (".ipynb", ".py") and source.is_file():
+                files.add(plain[0])
+                files |= _closure(root, _source_modules(root, source), plain[0])
+    return sorted(files, key=lambda f: (f.startswith(f"{PACKAGE}/"), f))
+
+
+def _stage_body(stage: dict) -> dict:
+    return stage["do"] if "foreach" in stage else stage
+
+
+def stage_code_deps(dvc_yaml="dvc.yaml", root=None) -> dict[str, list[str]]:
+    """For each stage of ``dvc_yaml`` (a ``foreach`` stage once, from its template), the code its
+    command runs (``command_code_deps``, relative to ``root``, by default the folder of ``dvc_yaml``)."""
+    import yaml
+
+    dvc_yaml = Path(dvc_yaml)
+    root = dvc_yaml.parent if root is None else Path(root)
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    deps = {}
+    for name, stage in stages.items():
+        cmd = _stage_body(stage)["cmd"]
+        deps[name] = command_code_deps(cmd if isinstance(cmd, str) else " && ".join(cmd), root=root)
+    return deps
+
+
+def _is_code(dep: str) -> bool:
+    return dep.startswith(f"{PACKAGE}/") and dep.endswith(".py")
+
+
+def code_deps_diff(dvc_yaml="dvc.yaml", root=None) -> dict[str, tuple[list[str], list[str]]]:
+    """``{stage: (missing, extra)}`` for the stages whose listed package ``.py`` deps (and notebooks
+    or scripts they run) differ from ``stage_code_deps``; empty when all are complete and exact."""
+    import yaml
+
+    stages = yaml.safe_load(Path(dvc_yaml).read_text()).get("stages", {})
+    diff = {}
+    for name, want in stage_code_deps(dvc_yaml, root).items():
+        listed = [d if isinstance(d, str) else next(iter(d)) for d in _stage_body(stages[name]).get("deps", [])]
+        missing = [d for d in want if d not in listed]
+        extra = [d for d in listed if _is_code(d) and d not in want]
+        if missing or extra:
+            diff[name] = (missing, extra)
+    return diff
+
+
+def sync_code_deps(dvc_yaml="dvc.yaml", root=None, *, write: bool = True) -> dict[str, tuple[list[str], list[str]]]:
+    """Make each stage's package ``.py`` deps exactly ``stage_code_deps`` (the notebook or script a
+    stage runs is added if missing; other deps stay as they are, in order). The computed code deps
+    take the place of the first listed one (sorted). The file is rewritten only with ``write`` and
+    a difference, keeping comments and layout (ruamel.yaml round trip). Returns ``code_deps_diff``
+    as it was before."""
+    from ruamel.yaml import YAML
+
+    dvc_yaml = Path(dvc_yaml)
+    diff = code_deps_diff(dvc_yaml, root)
+    if not diff or not write:
+        return diff
+    want = stage_code_deps(dvc_yaml, root)
+    rt = YAML()
+    rt.preserve_quotes = True
+    rt.width = 4096  # never refold the commands
+    rt.indent(mapping=2, sequence=2, offset=0)
+    doc = rt.load(dvc_yaml.read_text())
+    for name in diff:
+        deps = _stage_body(doc["stages"][name]).setdefault("deps", [])
+        at = next((i for i, d in enumerate(deps) if isinstance(d, str) and _is_code(d)), len(deps))
+        for i in reversed(range(len(deps))):  # item by item: the comments of the others stay in place
+            if isinstance(deps[i], str) and _is_code(deps[i]):
+                del deps[i]
+        for d in reversed([d for d in want[name] if _is_code(d)]):
+            deps.insert(at, d)
+        for d in reversed([d for d in want[name] if not _is_code(d) and d not in deps]):
+            deps.insert(0, d)
+    from io import StringIO
+
+    from .io import atomic_path
+
+    buf = StringIO()
+    rt.dump(doc, buf)
+
+    with atomic_path(dvc_yaml) as tmp:
+        Path(tmp).write_text(buf.getvalue())
+    return diff
+
+
+def _main(argv=None) -> int:
+    """``python -m llseg.repro [--sync-deps] [--check] [--root DIR] [DVC_YAML]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m llseg.repro",
+                                     description="Compare (or set) each dvc.yaml stage's code deps with the "
+                                                 "import closure of its command.")
+    parser.add_argument("dvc_yaml", nargs="?", default="dvc.yaml")
+    parser.add_argument("--sync-deps", action="store_true", help="rewrite the deps lists in place")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any stage's code deps differ")
+    parser.add_argument("--root", help="the folder the commands run in (default: that of DVC_YAML)")
+    args = parser.parse_args(argv)
+    try:
+        diff = sync_code_deps(args.dvc_yaml, args.root, write=args.sync_deps)
+    except (ValueError, OSError) as exc:
+        print(f"{args.dvc_yaml}: error: {exc}", file=sys.stderr)
+        return 1
+    for stage, (missing, extra) in diff.items():
+        print(f"{stage}: " + "; ".join(part for part in (
+            "missing " + ", ".join(missing) if missing else "", "extra " + ", ".join(extra) if extra else "") if part))
+    verb = "updated" if args.sync_deps else "differ"
+    print(f"{args.dvc_yaml}: {len(diff)} stage(s) {verb}" if diff else f"{args.dvc_yaml}: code deps complete")
+    return 1 if diff and args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

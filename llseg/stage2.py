@@ -77,18 +77,6 @@ def _check_image(image) -> np.ndarray:
     return image
 
 
-def _check_box_in(box, shape, name: str = "box") -> np.ndarray:
-    """A non-empty 3-D box lying inside an image of ``shape``."""
-    b = boxes._as_box(box, name)
-    if b.shape != (3, 2):
-        raise ValueError(f"{name}: expected shape (3, 2) (X, Y, Z rows), got {b.shape}")
-    if np.any(b[:, 1] <= b[:, 0]):
-        raise ValueError(f"{name}: empty along an axis (need lo < hi), got {b.tolist()}")
-    if np.any(b[:, 0] < 0) or np.any(b[:, 1] > np.asarray(shape)):
-        raise ValueError(f"{name} {b.tolist()} does not lie inside the image of shape {tuple(shape)}")
-    return b
-
-
 def _resample(arr: np.ndarray, out_shape, *, order: int, output=None) -> np.ndarray:
     """Resample ``arr`` onto ``out_shape`` voxels covering the same extent.
 
@@ -115,8 +103,7 @@ def _resample(arr: np.ndarray, out_shape, *, order: int, output=None) -> np.ndar
 def _tight_boxes(label_maps, muscle_key: str):
     """``(index, label map, label, tight box)`` for every (case, side) where the muscle is present.
 
-    One ``ndimage.find_objects`` pass per map gives the boxes of both sides, instead of one
-    full-volume comparison and box search per side (about 1 s less per training process).
+    One ``ndimage.find_objects`` pass per map gives the boxes of both sides.
     """
     m = anatomy.muscle(muscle_key)
     for i, lab in enumerate(label_maps):
@@ -259,12 +246,11 @@ def crop_to_input(image, box, size, *, mirror: bool = False) -> np.ndarray:
         A box outside the image or empty, a bad size, a non-3-D or non-finite image.
     """
     image = _check_image(image)
-    return _crop_to_input(image, _check_box_in(box, image.shape), _check_size(size), mirror)
+    return _crop_to_input(image, _validate.box(box, ndim=3, shape=image.shape, nonempty=True), _check_size(size), mirror)
 
 
 def _crop_to_input(image: np.ndarray, box: np.ndarray, size, mirror: bool) -> np.ndarray:
-    # crop_to_input without the whole-image checks, for callers that checked the image once
-    # (the finiteness test of a 5-M-voxel image costs about as much as the crop itself).
+    # crop_to_input for callers that checked the image once.
     crop = image[boxes.box_slices(box)].astype(np.float32, copy=False)
     out = _resample(crop, size, order=1, output=np.float32)
     return np.ascontiguousarray(out[::-1]) if mirror else out
@@ -285,12 +271,10 @@ def labels_to_input(mask, box, size, *, mirror: bool = False) -> np.ndarray:
     (X', Y', Z') ndarray of uint8
         1 = foreground, 0 = background.
     """
-    arr = _validate.volume(mask, "mask")
-    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"mask: expected a bool or integer mask, got dtype {arr.dtype}")
-    b = _check_box_in(box, arr.shape)
+    arr = _validate.mask(mask, "mask")
+    b = _validate.box(box, ndim=3, shape=arr.shape, nonempty=True)
     size = _check_size(size)
-    crop = (arr[boxes.box_slices(b)] != 0).astype(np.uint8)
+    crop = arr[boxes.box_slices(b)].astype(np.uint8)
     out = _resample(crop, size, order=0, output=np.uint8)
     return np.ascontiguousarray(out[::-1]) if mirror else out
 
@@ -317,11 +301,13 @@ def probs_from_input(prob, box, *, mirror: bool = False) -> np.ndarray:
     prob = _validate.volume(prob, "prob")
     if not np.issubdtype(prob.dtype, np.floating):
         raise TypeError(f"prob: expected floating-point probabilities, got dtype {prob.dtype}")
-    b = boxes._as_box(box)
-    if b.shape != (3, 2) or np.any(b[:, 1] <= b[:, 0]):
-        raise ValueError(f"box: expected a non-empty (3, 2) box, got {b.tolist()}")
+    return _probs_from_input(prob, _validate.box(box, ndim=3, nonempty=True), mirror)
+
+
+def _probs_from_input(prob: np.ndarray, box: np.ndarray, mirror: bool) -> np.ndarray:
+    # probs_from_input for checked arguments.
     p = prob[::-1] if mirror else prob
-    return _resample(np.ascontiguousarray(p, dtype=np.float32), boxes.box_size(b), order=1, output=np.float32)
+    return _resample(np.ascontiguousarray(p, dtype=np.float32), boxes.box_size(box), order=1, output=np.float32)
 
 
 # --------------------------------------------------------------------------- training
@@ -385,7 +371,7 @@ def make_sampler(images: Sequence, label_maps: Sequence, muscle_key: str, *, siz
     """
     m = anatomy.muscle(muscle_key)
     size = _check_size(size)
-    ratio_range = boxes._check_range(ratio_range)
+    ratio_range = _validate.ratio_range(ratio_range)
     kwargs = dict(augment_kwargs or {})
     if "label_mirror" in kwargs:
         raise ValueError("augment_kwargs: label_mirror is not allowed in stage 2 (the target is binary; "
@@ -450,8 +436,13 @@ def predict_region(model, image, box, *, size, mirror: bool, n_boxes: int = 6, r
         3 of 6 boxes that all say 1 gets 0.5.
     """
     image = _check_image(image)
-    b = _check_box_in(box, image.shape)
-    size = _check_size(size)
+    return _predict_region(model, image, _validate.box(box, ndim=3, shape=image.shape, nonempty=True),
+                           _check_size(size), mirror, n_boxes, ratio_range, seed)
+
+
+def _predict_region(model, image: np.ndarray, b: np.ndarray, size, mirror: bool, n_boxes: int, ratio_range,
+                    seed) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    # predict_region for a checked image, box and size.
     tta = boxes.tta_boxes(b, n=n_boxes, ratio_range=ratio_range, seed=seed, shape=image.shape)
     union = boxes.union_box(tta)
     acc = np.zeros(boxes.box_size(union), dtype=np.float32)           # (X_u, Y_u, Z_u)
@@ -459,7 +450,7 @@ def predict_region(model, image, box, *, size, mirror: bool, n_boxes: int = 6, r
         x = _crop_to_input(image, tb, size, mirror)                      # (X', Y', Z')
         proba = train.predict_proba(model, x)                            # (X', Y', Z', K)
         fg = 1.0 - np.asarray(proba, dtype=np.float32)[..., 0]          # (X', Y', Z')
-        acc[boxes.box_slices(tb - union[:, :1])] += probs_from_input(fg, tb, mirror=mirror)
+        acc[boxes.box_slices(tb - union[:, :1])] += _probs_from_input(fg, tb, mirror)
     acc /= float(len(tta))
     return boxes.box_slices(union), acc
 
@@ -482,7 +473,7 @@ def make_validator(images: Sequence, label_maps: Sequence, muscle_key: str, *, s
         scores = []
         for image, truth, box, mirror in items:
             proba = train.predict_proba(model, _crop_to_input(image, box, size, mirror))
-            pred = probs_from_input(1.0 - proba[..., 0], box, mirror=mirror) >= 0.5
+            pred = _probs_from_input(1.0 - proba[..., 0], box, mirror) >= 0.5
             denom = pred.sum() + truth.sum()
             scores.append(2.0 * np.logical_and(pred, truth).sum() / denom if denom else 1.0)
         return float(np.mean(scores)) if scores else float("nan")
@@ -491,7 +482,7 @@ def make_validator(images: Sequence, label_maps: Sequence, muscle_key: str, *, s
 
 
 def predict_all(models_by_key: Mapping, image, boxes_by_label: Mapping, *, sizes_by_key: Mapping | None = None,
-                n_boxes: int = 6, ratio_range=(1.0, 1.8), seed=0) -> dict[int, tuple]:
+                n_boxes: int = 6, ratio_range=(1.0, 1.8), seed=0, check_input: bool = True) -> dict[int, tuple]:
     """Stage-2 probabilities of every region with a box, for ``postprocess.merge_regions``.
 
     Parameters
@@ -508,6 +499,8 @@ def predict_all(models_by_key: Mapping, image, boxes_by_label: Mapping, *, sizes
         shape is used.
     n_boxes, ratio_range, seed
         As in :func:`predict_region` (the same seed for every region).
+    check_input : bool, optional
+        Check ``image``; False for callers that checked it already (``llseg.cascade``).
 
     Returns
     -------
@@ -525,7 +518,7 @@ def predict_all(models_by_key: Mapping, image, boxes_by_label: Mapping, *, sizes
     same muscle's model. A region whose muscle has no model is skipped with a logged
     warning (e.g. a study that trained a subset of the muscles).
     """
-    image = _validate.volume(image, "image")
+    image = _check_image(image) if check_input else image
     sizes_by_key = {} if sizes_by_key is None else dict(sizes_by_key)
     out: dict[int, tuple] = {}
     for label in sorted(int(k) for k in boxes_by_label):
@@ -545,6 +538,6 @@ def predict_all(models_by_key: Mapping, image, boxes_by_label: Mapping, *, sizes
                 raise ValueError(f"predict_all: model of {m.key!r} has no fixed input size {size}; "
                                  f"pass sizes_by_key[{m.key!r}]")
         mirror = anatomy.side_of_label(label) == "left"
-        out[label] = predict_region(model, image, box, size=size, mirror=mirror, n_boxes=n_boxes,
-                                    ratio_range=ratio_range, seed=seed)
+        box = _validate.box(box, ndim=3, shape=image.shape, nonempty=True)
+        out[label] = _predict_region(model, image, box, _check_size(size), mirror, n_boxes, ratio_range, seed)
     return out

@@ -194,11 +194,10 @@ def use_training_threads(n: int = TRAINING_THREADS) -> None:
     """Run this process's TensorFlow ops on ``n`` threads (intra- and inter-op); call it before
     the process runs its first TensorFlow op. No-op on the other Keras backends.
 
-    The training commands use one thread. On the kit's 2-core CPU a second thread made a lone
-    training only 1.06-1.42x faster, while two one-thread trainings side by side
-    (``llseg repro --jobs 2``) finish 1.63-1.69x sooner than two default-thread ones one after
-    the other (``benchmarks/bench_parallel_training.py``). With the thread count fixed, a seed's
-    weights do not depend on the machine's core count or on what runs beside it (oneDNN's sums
+    The training commands use one thread, so that several trainings can run side by side
+    (``llseg repro --jobs 2``; measurements in ``benchmarks/bench_parallel_training.py``). With
+    the thread count fixed, a seed's weights do not depend on the machine's core count or on
+    what runs beside it (oneDNN's sums
     depend on the thread count).
     """
     import keras
@@ -287,12 +286,10 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
 
     Notes
     -----
-    A Python loop of ``model.train_on_batch`` is used: on the kit's 2-core CPU,
-    ``model.fit`` on a ``keras.utils.PyDataset`` was not materially faster (time ratio
-    fit/loop 0.89-1.21 over four interleaved measurements, within the machine's noise; a
-    step takes 0.05-3 s and is dominated by the 3-D convolutions, see
-    ``benchmarks/bench_unet_step.py``), and the loop keeps validation, logging and the
-    progress bar simple. With TensorFlow, op determinism is switched on
+    A Python loop of ``model.train_on_batch`` is used: ``model.fit`` on a
+    ``keras.utils.PyDataset`` was not materially faster (a step is dominated by the 3-D
+    convolutions, see ``benchmarks/bench_unet_step.py``), and the loop keeps validation,
+    logging and the progress bar simple. With TensorFlow, op determinism is switched on
     (``tf.config.experimental.enable_op_determinism``, process-wide and irreversible), so a
     given seed reproduces the same losses. XLA is not used (slower on CPU).
 
@@ -550,7 +547,7 @@ def predict_proba(model, x, *, pad_mode: str = "edge") -> np.ndarray:
     size if it is fixed, else up to the next multiple of
     :func:`llseg.models.model_divisor`; the prediction is cropped back. The model runs in inference mode
     (llseg's networks then normalise by the input's own statistics, as in batch-size-1
-    training: ``llseg.models.SampleBatchNormalization``).
+    training: ``llseg.custom_layers.SampleBatchNormalization``).
     """
     from .models import model_divisor
 

@@ -1,4 +1,4 @@
-"""Tests for llseg.ablation: the variant table, the shared input size, training one variant
+"""Tests for llseg.study.ablation: the variant table, the shared input size, training one variant
 (tiny cohort, 2 iterations), the dvclive curve collector, the summary / metrics / figure, and
 the `llseg train-variant` command on the smoke study."""
 import json
@@ -10,7 +10,9 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import pytest  # noqa: E402
 
-from llseg import ablation, cli, io, models  # noqa: E402
+from llseg import cli, io  # noqa: E402
+from llseg.study import ablation  # noqa: E402
+from _oracles import unet_param_count  # noqa: E402
 
 BASE = {"arch": "unet", "levels": 3, "root_filters": 16, "block": "plain", "panel": ["a", "b", "c"]}
 
@@ -107,7 +109,7 @@ def test_train_variant_two_iterations_logs_curves(two_leg_case, tmp_path):
     assert model.name == "unet3d_residual_l3_f4"
     assert any(layer.name.endswith("_add") for layer in model.layers)           # residual shortcuts
     assert model.input_shape == (None, 8, 12, 12, 1) and model.output_shape == (None, 8, 12, 12, 2)
-    assert history["n_params"] == model.count_params() == models.unet_param_count(1, 2, levels=3, root_filters=4,
+    assert history["n_params"] == model.count_params() == unet_param_count(1, 2, levels=3, root_filters=4,
                                                                                    block="residual")
     assert len(history["loss"]) == 2 and all(math.isfinite(v) for v in history["loss"])
     assert [step for step, _ in history["val_dice"]] == [1, 2]
@@ -254,7 +256,7 @@ def test_cli_train_variant_on_smoke_study(smoke_study, tmp_path, capsys):
     assert (record["variant"], record["muscle"], record["panel"], record["iterations"]) == \
         ("baseline", "adductor_brevis", ["a", "b", "c"], 2)
     assert record["input_size"] == [16, 16, 16]                 # smoke budget 4096 = 16^3, divisor 16
-    assert record["n_params"] == models.unet_param_count(1, 2, levels=3, root_filters=16)
+    assert record["n_params"] == unet_param_count(1, 2, levels=3, root_filters=16)
     assert [s for s, _ in record["val_dice"]] == [1, 2] and record["seconds"] > 0
     assert not list(out.parent.glob("*.keras"))                 # the ablation keeps no model file
     assert (tmp_path / "live" / "baseline" / "metrics.json").exists()

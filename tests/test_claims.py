@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llseg import anatomy, claims, cli, io
+from llseg import anatomy, cli, io
+from llseg.study import claims
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,8 +48,7 @@ def good_inputs():
     return {
         "bias_correction": {"cov_before_mean": 0.15, "cov_after_mean": 0.10, "cov_reduction_pct": 33.3,
                             "n_cases": 10, "n_improved": 10},
-        "cascade": {"mean_dice_stage1": 0.6, "mean_dice_stage2": 0.88,
-                    "cases": [{"case": "c1", "dice_stage1": 0.6, "dice_stage2": 0.88, "n_estimated_boxes": 2}]},
+        "cascade": {"cases": [{"case": "c1", "n_estimated_boxes": 2}]},
         "two_stages": {"mean_dice": {"stage1": 0.6, "stage2_gt_box": 0.89, "stage2_box_ratio_low": 0.85,
                                      "stage2_box_ratio_high": 0.87, "stage2_tta": 0.89},
                        "mean_roughness": {"stage1": 1.30, "stage2_gt_box": 1.05, "stage2_box_ratio_low": 1.08,
@@ -71,7 +71,8 @@ def good_inputs():
                        "n_muscles_above_msd_threshold": 6, "n_muscles_msd_undetermined": 0,
                        "share_volume_below_typical": 0.7, "share_msd_below_threshold": 0.8,
                        "muscle_dice_msd_spearman_rho": -0.8, "n_muscle_dice_msd_pairs": 35},
-        "evaluation": {"volume_error_abs_pct_mean": 7.0, "msd_mm_mean": 3.1, "n_rows": 70, "n_msd_nan": 0},
+        "evaluation": {"dice_mean_stage1": 0.6, "dice_mean_stage2": 0.88, "volume_error_abs_pct_mean": 7.0,
+                       "msd_mm_mean": 3.1, "n_rows": 70, "n_msd_nan": 0},
         "per_region": region_rows(),
     }
 
@@ -146,8 +147,8 @@ def _both(*mutations):
 
 FAILING = {
     "n4_homogeneity": _set(("bias_correction", "n_improved"), 5),
-    "stage2_beats_stage1": _set(("cascade", "mean_dice_stage2"), 0.5),
-    "stage1_localises": _set(("cascade", "cases"), [{"dice_stage1": 0.6, "dice_stage2": 0.9, "n_estimated_boxes": 30}]),
+    "stage2_beats_stage1": _set(("evaluation", "dice_mean_stage2"), 0.5),
+    "stage1_localises": _set(("cascade", "cases"), [{"n_estimated_boxes": 30}]),
     "stage1_jagged": _set(("two_stages", "mean_roughness", "stage1"), 1.0),
     "box_ratio_matters": _set(("two_stages", "mean_dice", "stage2_box_ratio_low"), 0.87),
     "tta_beats_single_crop": _set(("two_stages", "mean_dice", "stage2_tta"), 0.86),
@@ -195,6 +196,16 @@ def test_rule_not_reproduced(claim_id):
     found = verdicts(inputs)
     assert found[claim_id]["verdict"] == claims.NOT_REPRODUCED, found[claim_id]
     assert found[claim_id]["measured"] != "n/a"
+
+
+def test_stage2_dice_comes_from_the_evaluation_outputs():
+    """Mean Dice per stage from metrics/evaluation.json, the per-case count from the per-region rows."""
+    found = verdicts(good_inputs())["stage2_beats_stage1"]
+    assert found["measured"] == "0.600 -> 0.880 (gain +0.280); better in 1 of 1 cases"
+    inputs = good_inputs()
+    inputs["per_region"] = None  # the per-case note needs the table; the verdict does not
+    found = verdicts(inputs)["stage2_beats_stage1"]
+    assert found["verdict"] == claims.REPRODUCED and found["measured"] == "0.600 -> 0.880 (gain +0.280)"
 
 
 def test_thresholds_decide_and_appear_in_the_rule():
@@ -252,10 +263,10 @@ USES = {
                  "residual_about_plain", "blocks_within_001", "dense_worst", "residual_costs_more",
                  "bigger_costs_more", "unet_about_segnet", "fcn_worse", "fcn_worse_early"},
     "bias_correction": {"n4_homogeneity"},
-    "cascade": {"stage2_beats_stage1", "stage1_localises"},
+    "cascade": {"stage1_localises"},
     "dice_table": {"overall_mean_dice", "within_interobserver_count", "large_muscles_within", "table1_pattern"},
     "volume_msd": {"volume_error_above_10pct", "msd_above_4mm", "most_below_5pct_4mm", "msd_tracks_dice"},
-    "evaluation": {"volume_error_mean", "msd_mean"},
+    "evaluation": {"stage2_beats_stage1", "volume_error_mean", "msd_mean"},
     "per_region": {"worse_only_slightly", "small_muscles_worst", "external_rotators_among_worst",
                    "volume_error_tracks_dice"},
 }
@@ -279,9 +290,9 @@ def test_missing_input_file(name, how):
 
 def test_sources_name_the_real_paths():
     inputs = good_inputs()
-    inputs["cascade"] = None
-    found = verdicts(inputs, sources={"cascade": "/tmp/x/cascade.json"})
-    assert found["stage2_beats_stage1"]["reason"] == "/tmp/x/cascade.json missing"
+    inputs["evaluation"] = None
+    found = verdicts(inputs, sources={"evaluation": "/tmp/x/evaluation.json"})
+    assert found["stage2_beats_stage1"]["reason"] == "/tmp/x/evaluation.json missing"
 
 
 @pytest.mark.parametrize("value, word", [(NAN, "NaN"), (None, "None"), ("abc", "not a number")])
@@ -296,11 +307,11 @@ def test_nan_or_null_value(value, word):
 
 def test_missing_key():
     inputs = good_inputs()
-    del inputs["cascade"]["mean_dice_stage1"]
+    del inputs["evaluation"]["dice_mean_stage1"]
     del inputs["two_stages"]["mean_roughness"]
     found = verdicts(inputs)
     assert found["stage2_beats_stage1"]["verdict"] == claims.NOT_TESTABLE
-    assert found["stage2_beats_stage1"]["reason"] == "metrics/cascade.json has no 'mean_dice_stage1'"
+    assert found["stage2_beats_stage1"]["reason"] == "metrics/evaluation.json has no 'dice_mean_stage1'"
     assert found["stage1_localises"]["verdict"] == claims.REPRODUCED
     assert found["tta_smooths_contours"]["reason"] == "metrics/two_stages.json has no 'mean_roughness.stage2_tta'"
     assert found["tta_beats_single_crop"]["verdict"] == claims.REPRODUCED
@@ -489,3 +500,13 @@ def test_fcn_that_never_lags_does_not_reproduce_lagging_early():
             v[name].update(final_dice=0.70, early_dice=0.35)
     found = verdicts(inputs)["fcn_worse_early"]
     assert found["verdict"] == claims.NOT_REPRODUCED and "-0.050" in found["measured"], found
+
+
+def test_write_claims_without_the_cli(tmp_path):
+    metrics, _ = _study(tmp_path, ["bias_correction", "cascade", "evaluation"])
+    out, js = tmp_path / "claims.md", tmp_path / "claims.json"
+    counts = claims.write_claims(metrics, tmp_path / "none.csv", out, js, thresholds=thresholds(), profile="cpu")
+    assert counts[claims.REPRODUCED] == 5 and sum(counts.values()) == len(FAILING)
+    summary = io.read_json(js)
+    assert summary["n_reproduced"] == 5 and summary["profile"] == "cpu"
+    assert f"`{tmp_path / 'none.csv'}` missing" in out.read_text()

@@ -91,6 +91,16 @@ def test_help_has_examples(capsys):
         assert "example:" in capsys.readouterr().out
 
 
+
+def test_segment_options_all_have_help():
+    parser = cli.build_parser()
+    segment = next(a for a in parser._actions if a.dest == "command").choices["segment"]
+    options = [a for a in segment._actions if a.dest != "help"]
+    assert {"image", "output", "models", "params", "quiet"} <= {a.dest for a in options}
+    assert all(a.help for a in options), [a.dest for a in options if not a.help]
+    assert cli.build_parser().parse_args(["segment", "x.nii.gz", "-o", "y.nii.gz", "-q"]).quiet
+
+
 # ----------------------------------------------------------------------------- colour / label tables beside label maps
 
 
@@ -107,17 +117,23 @@ def _tables_params(tmp_path) -> Path:
 
 @pytest.fixture
 def fake_cascade(monkeypatch):
-    """No trained networks: ``_load_cascade`` returns placeholders and ``run_cascade`` labels every study-grid
+    """No trained networks: ``pipeline.load_cascade`` returns placeholders and the cascade labels every study-grid
     voxel with ``flat index % 71``, so all 70 regions (and background) are present; atomic writes are recorded."""
     import contextlib
 
-    from llseg import cascade
+    from llseg import cascade, pipeline
+
+    def run_stage1(models, image, **kwargs):
+        lab = (np.arange(image.size) % 71).reshape(image.shape).astype(np.uint8)
+        return {"labels": lab, "boxes": {}, "estimated": {}, "seconds_per_group": {1: 0.1}}
+
+    def run_stage2(models, image, boxes, **kwargs):
+        lab = (np.arange(image.size) % 71).reshape(image.shape).astype(np.uint8)
+        return {"labels": lab, "seconds_per_muscle": {"soleus": 0.1}, "seconds_postprocess": 0.0}
 
     def run_cascade(s1, s2, image, **kwargs):
-        lab = (np.arange(image.size) % 71).reshape(image.shape).astype(np.uint8)
-        return {"labels": lab, "seconds": 0.3,
-                "stage1": {"labels": lab, "boxes": {}, "estimated": {}, "seconds_per_group": {1: 0.1}},
-                "stage2": {"labels": lab, "seconds_per_muscle": {"soleus": 0.1}, "seconds_postprocess": 0.0}}
+        stage1 = run_stage1(s1, image)
+        return {"labels": stage1["labels"], "seconds": 0.3, "stage1": stage1, "stage2": run_stage2(s2, image, {})}
 
     real_atomic = io.atomic_path
     written = []
@@ -128,7 +144,9 @@ def fake_cascade(monkeypatch):
         with real_atomic(path) as tmp:
             yield tmp
 
-    monkeypatch.setattr(cli, "_load_cascade", lambda models: (None, None, {}, {"part_ranges": {}, "factor": [1, 1, 1]}, {}))
+    monkeypatch.setattr(pipeline, "load_cascade", lambda models: (None, None, {}, {"part_ranges": {}, "factor": [1, 1, 1]}))
+    monkeypatch.setattr(cascade, "run_stage1", run_stage1)
+    monkeypatch.setattr(cascade, "run_stage2", run_stage2)
     monkeypatch.setattr(cascade, "run_cascade", run_cascade)
     monkeypatch.setattr(io, "atomic_path", recording_atomic_path)
     return written
@@ -136,7 +154,8 @@ def fake_cascade(monkeypatch):
 
 def _check_tables(ctbl: Path, itksnap: Path):
     """Both tables list background + 70 regions, parse back, and carry the figures' colours."""
-    from llseg import anatomy, export, figures
+    from llseg import anatomy, export
+    from llseg.study import figures
 
     slicer = export.parse_slicer_color_table(ctbl.read_text())
     snap = export.parse_itksnap_label_descriptions(itksnap.read_text())

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from llseg import anatomy, cli, cohort, io
+from llseg.phantom import make_case, protocol_mix, write_cohort
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def small_case():
-    return cohort.make_case(7, protocol="cartesian", downscale=0.25, bias_strength=0.6, noise_sigma=0.02)
+    return make_case(7, protocol="cartesian", downscale=0.25, bias_strength=0.6, noise_sigma=0.02)
 
 
 def test_make_case_geometry(small_case):
@@ -32,7 +33,7 @@ def test_make_case_geometry(small_case):
 
 
 def test_make_case_deterministic(small_case):
-    again = cohort.make_case(7, protocol="cartesian", downscale=0.25, bias_strength=0.6, noise_sigma=0.02)
+    again = make_case(7, protocol="cartesian", downscale=0.25, bias_strength=0.6, noise_sigma=0.02)
     np.testing.assert_array_equal(again.image, small_case.image)
     np.testing.assert_array_equal(again.labels, small_case.labels)
 
@@ -95,6 +96,25 @@ def test_phantom_command_regenerates_bit_for_bit(tmp_path):
     assert len(set(np.unique(lab.data)) - {0}) >= 60  # nearly all 70 regions even at 4 x 4 x 20 mm
     assert max(np.unique(lab.data)) <= anatomy.N_REGIONS
 
+
+
+def test_write_cohort_writes_make_case_arrays(tmp_path, small_case):
+    cases = write_cohort(tmp_path / "d", n_subjects=1, seed=7, spiral_fraction=0.0, downscale=0.25,
+                         bias_strength=0.6, noise_sigma=0.02, supersample=5, jobs=1, progress=False)
+    assert cases == ["phantom_000"]
+    img = io.load_image(tmp_path / "d" / "images" / "phantom_000.nii.gz")
+    lab = io.load_labels(tmp_path / "d" / "labels" / "phantom_000.nii.gz", reference=img)
+    np.testing.assert_array_equal(img.data, small_case.image)
+    np.testing.assert_array_equal(lab.data, small_case.labels)
+    np.testing.assert_allclose(img.affine, small_case.affine)
+    assert io.read_json(tmp_path / "d" / "subjects" / "phantom_000.json")["protocol"] == "cartesian"
+
+
+def test_protocol_mix_is_seeded():
+    mix = protocol_mix(200, seed=2019, spiral_fraction=0.5)
+    assert mix == protocol_mix(200, seed=2019, spiral_fraction=0.5) and set(mix) == {"spiral", "cartesian"}
+    assert 70 < mix.count("spiral") < 130
+    assert protocol_mix(5, seed=0, spiral_fraction=0.0) == ["cartesian"] * 5
 
 # --------------------------------------------------------------------------- llseg check: each kind of bad cohort
 
@@ -221,7 +241,7 @@ def write_user_cohort(root, case_ids, *, nii_cases, seed=500) -> dict:
 
     root, shapes = Path(root), {}
     for i, case in enumerate(case_ids):
-        c = cohort.make_case(seed + i, protocol=("cartesian", "spiral")[i % 2], downscale=0.25, bias_strength=0.6,
+        c = make_case(seed + i, protocol=("cartesian", "spiral")[i % 2], downscale=0.25, bias_strength=0.6,
                              noise_sigma=0.02)
         zoom = np.sqrt((c.affine[:3, :3] ** 2).sum(axis=0)) / np.array(USER_SPACING_MM)
         image = ndimage.zoom(c.image, zoom, order=1, grid_mode=True, mode="grid-constant")

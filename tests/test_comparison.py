@@ -1,4 +1,4 @@
-"""Figure 4 comparison (llseg.comparison): variants, roughness, tables, figures, notebook defaults."""
+"""Figure 4 comparison (llseg.study.comparison): variants, roughness, tables, figures, notebook defaults."""
 import json
 import math
 import os
@@ -11,7 +11,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from llseg import boxes, comparison, metrics, models, stage2, train  # noqa: E402
+from llseg import boxes, metrics, models, stage2, train  # noqa: E402
+from llseg.study import comparison  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RIGHT, LEFT = 2, 37          # adductor longus (the two_leg_case fixture)
@@ -312,7 +313,7 @@ def test_dvc_stage_passes_every_notebook_parameter():
     cmd = stage["cmd"]
     for name in _notebook_parameters():
         assert f"-p {name} " in cmd or f"{name}: " in cmd, f"dvc stage two_stages does not pass {name}"
-    assert "notebooks/02_two_stages.ipynb" in stage["deps"] and "llseg/comparison.py" in stage["deps"]
+    assert "notebooks/02_two_stages.ipynb" in stage["deps"] and "llseg/study/comparison.py" in stage["deps"]
     outs = [next(iter(o)) for o in stage["outs"]]
     for stem in ("fig4_two_stages", "fig4_two_stages_dice"):
         assert f"reports/figures/{stem}.png" in outs and f"reports/figures/{stem}.svg" in outs

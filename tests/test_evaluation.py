@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from llseg import anatomy, cli, evaluation, io
+from llseg import anatomy, cli, io
+from llseg.study import evaluation
 
 KEYS = [m.key for m in anatomy.MUSCLES]
 NAN = float("nan")
@@ -300,3 +301,12 @@ def test_evaluate_command_names_a_missing_prediction(tiny_study, tmp_path, capsy
                      "--table", str(tmp_path / "t.csv"), "--metrics", str(tmp_path / "m.json"), "-q"]) == 1
     assert "a_stage1.nii.gz: no such file" in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_predictions_without_the_cli(tiny_study, tmp_path):
+    pre, pred = tiny_study
+    table, metrics = tmp_path / "out" / "rows.csv", tmp_path / "out" / "evaluation.json"
+    summary = evaluation.evaluate_predictions(pre, pred, table, metrics, progress=False)
+    assert summary == io.read_json(metrics)
+    assert summary["dice_mean_stage2"] == 1.0 and summary["dice_mean_stage1"] == pytest.approx(5 / 6)
+    assert len(io.read_csv(table)) == 140

@@ -6,7 +6,8 @@ import warnings
 import numpy as np
 import pytest
 
-from llseg import anatomy, export, figures
+from llseg import anatomy, export
+from llseg.study import figures
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_region_volumes_known_counts_anisotropic(hand_map):
 def test_region_volumes_rejects_bad_ids_and_dtypes(hand_map):
     bad = hand_map.astype(np.int16)
     bad[0, 0, 0] = 71
-    with pytest.raises(ValueError, match=r"unknown label id\(s\) \[71\]"):
+    with pytest.raises(ValueError, match=r"unknown label id\(s\) 71;"):
         export.region_volumes_ml(bad, (1, 1, 1))
     bad[0, 0, 0] = -3
     with pytest.raises(ValueError, match="negative"):
@@ -109,7 +110,7 @@ def test_volume_table_several_subjects_and_errors(hand_map):
     assert export.volume_table({}) == []
     bad = hand_map.copy()
     bad[0, 0, 0] = 99
-    with pytest.raises(ValueError, match=r"subject 'x'.*\[99\]"):
+    with pytest.raises(ValueError, match=r"subject 'x'.*id\(s\) 99;"):
         export.volume_table({"x": (bad, (1, 1, 1))})
     with pytest.raises(ValueError, match="pair"):
         export.volume_table({"x": hand_map})

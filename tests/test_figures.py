@@ -7,7 +7,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from llseg import anatomy, evaluation, figures  # noqa: E402
+from llseg import anatomy  # noqa: E402
+from llseg.study import evaluation, figures  # noqa: E402
 
 NAN = float("nan")
 
@@ -96,3 +97,27 @@ def test_contour_and_rendering_figures(two_leg_case):
     empty = figures.rendering_figure(np.zeros_like(labels), spacing_mm=(2, 2, 5))
     assert "no muscle region" in empty.axes[0].texts[0].get_text()
     plt.close(empty)
+
+
+def test_bias_correction_figure_windows_each_pair_on_the_muscle():
+    """Figure 3: a field whose scale differs from the image's does not saturate the 'with N4' row;
+    the without/with panels of a column share one window."""
+    rng = np.random.default_rng(0)
+    muscle = np.zeros((24, 20, 8), bool)
+    muscle[4:20, 4:16, 1:7] = True
+    gradient = np.linspace(0.6, 1.4, 24)[:, None, None] * np.ones((24, 20, 8))
+    raw = np.where(muscle, 100.0 * gradient * (1 + 0.02 * rng.standard_normal(muscle.shape)), 0.0)
+    bias = 0.25 * gradient                                   # corrected = raw / bias: about 400, flat
+    fig = figures.bias_correction_figure(raw, bias, spacing_mm=(2.0, 2.0, 10.0), levels_z=[3], coronal_y=10,
+                                         mask=muscle)
+    axes = np.array(fig.axes[:6]).reshape(3, 2)
+    for c in range(2):
+        without, with_n4 = (axes[r, c].images[0] for r in (0, 1))
+        assert without.get_clim() == with_n4.get_clim()
+        lo, hi = with_n4.get_clim()
+        shown = np.asarray(with_n4.get_array())
+        inside = shown[shown > 0.5 * lo] if lo > 0 else shown[shown > 0]
+        assert np.mean(inside >= hi) < 0.05                  # not saturated white
+        assert np.ptp(np.asarray(without.get_array())[np.asarray(without.get_array()) > 0]) > \
+            np.ptp(inside)                                   # N4 flattened the gradient
+    plt.close(fig)

@@ -1,5 +1,6 @@
 """NIfTI edges: round trips, orientation, atomic and reproducible writes, every bad input."""
 import gzip
+import os
 
 import nibabel as nib
 import numpy as np
@@ -196,3 +197,72 @@ def test_load_model_missing_file_fails_without_importing_tensorflow(tmp_path):
                          text=True, check=True).stdout.splitlines()
     assert "nope.keras: no such model file" in out[0]
     assert out[1] == "False False"
+
+
+# ----------------------------------------------------------------------------- output paths, atomic sets, checks
+
+
+def test_check_output_paths_refuses_inputs_by_any_spelling(tmp_path):
+    src = tmp_path / "in" / "scan.nii.gz"
+    src.parent.mkdir()
+    src.write_bytes(b"x")
+    os.link(src, tmp_path / "hard.nii.gz")
+    os.symlink(src.parent, tmp_path / "alias")
+    for out in (src, tmp_path / "in" / ".." / "in" / "scan.nii.gz", tmp_path / "hard.nii.gz",
+                tmp_path / "alias" / "scan.nii.gz"):
+        with pytest.raises(ValueError, match="is the input"):
+            io.check_output_paths([out], [src])
+    with pytest.raises(ValueError, match="lies inside the input folder"):
+        io.check_output_paths([tmp_path / "alias" / "new.json"], [src.parent])
+    with pytest.raises(ValueError, match="is a folder"):
+        io.check_output_paths([src.parent])
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        io.check_output_paths([src / "x.csv"])
+    with pytest.raises(ValueError, match="the same file as output"):
+        io.check_output_paths([tmp_path / "a.csv", tmp_path / "in" / ".." / "a.csv"])
+    assert io.check_output_paths([tmp_path / "new" / "a.csv"], [src]) == [tmp_path / "new" / "a.csv"]
+
+
+def test_atomic_files_all_or_nothing(tmp_path):
+    old = tmp_path / "a.txt"
+    old.write_text("old")
+    targets = [old, tmp_path / "sub" / "b.txt"]
+    with pytest.raises(RuntimeError):
+        with io.atomic_files(targets) as staged:
+            io.write_text(staged[old], "new")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and old.read_text() == "old"
+    with pytest.raises(FileNotFoundError, match="b.txt: was not written"):
+        with io.atomic_files(targets) as staged:
+            io.write_text(staged[old], "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and old.read_text() == "old"
+    with io.atomic_files(targets) as staged:
+        for path, tmp in staged.items():
+            io.write_text(tmp, path.name)
+    assert old.read_text() == "a.txt" and (tmp_path / "sub" / "b.txt").read_text() == "b.txt"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a.txt", "b.txt", "sub"]   # no temporary folders
+
+
+def test_image_content_and_memory_checks(tmp_path, two_leg_case):
+    image, labels, affine = two_leg_case
+    vol = io.Volume(image, affine, affine, image.shape, "scan.nii.gz")
+    io.check_image_content(vol)
+    with pytest.raises(ValueError, match="scan.nii.gz: this looks like a label map"):
+        io.check_image_content(io.Volume(labels.astype(np.float32), affine, affine, labels.shape, "scan.nii.gz"))
+    io.check_image_content(io.Volume(labels.astype(np.float32), affine, affine, labels.shape, "s"), allow_label_like=True)
+    with pytest.raises(ValueError, match="every voxel is 0"):
+        io.check_image_content(io.Volume(0 * image, affine, affine, image.shape, "s"))
+    with pytest.raises(ValueError, match=r"voxel size \[2.0, 2.0, 30.0\] mm exceeds 25.0 mm"):
+        io.check_image_content(io.Volume(image, affine @ np.diag([1, 1, 6, 1]), affine, image.shape, "s"))
+    need = io.check_memory(vol, (2.0, 2.0, 5.0), available_bytes=10**9)
+    assert need == 4 * (6 * image.size + 3 * image.size)
+    with pytest.raises(ValueError, match=r"scan.nii.gz: preprocessing needs about .* GiB \(resampled grid 48 x 32 x 24"):
+        io.check_memory(vol, (1.0, 1.0, 2.5), available_bytes=1000)
+
+
+def test_missing_and_corrupt_model_files_differ(tmp_path):
+    with pytest.raises(FileNotFoundError, match="m.keras: no such model file"):
+        io.load_model(tmp_path / "m.keras")
+    (tmp_path / "m.keras").write_bytes(b"PK\x03\x04truncated")
+    with pytest.raises(ValueError, match=r"m.keras: not a readable .keras model \(truncated or corrupt"):
+        io.load_model(tmp_path / "m.keras")

@@ -7,7 +7,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from llseg import models  # noqa: E402
+from llseg import custom_layers, models  # noqa: E402
+from _oracles import unet_param_count  # noqa: E402
 
 
 def _conv3_layers(model):
@@ -118,7 +119,7 @@ def test_residual_block_shortcuts():
 def test_segnet_has_no_skips_and_fcn_fuses_three_scales():
     seg = models.segnet_3d((16, 16, 16, 1), 2, root_filters=2, levels=5)
     assert not [l for l in seg.layers if isinstance(l, (keras.layers.Concatenate, keras.layers.UpSampling3D))]
-    unpools = [l for l in seg.layers if isinstance(l, models.MaxUnpooling3D)]
+    unpools = [l for l in seg.layers if isinstance(l, custom_layers.MaxUnpooling3D)]
     assert [l.name for l in unpools] == ["dec3_unpool", "dec2_unpool", "dec1_unpool", "dec0_unpool"]
     # each unpooling takes the deeper decoder output and the encoder features of its level
     for i, layer in enumerate(reversed(unpools)):
@@ -137,7 +138,7 @@ def test_segnet_has_no_skips_and_fcn_fuses_three_scales():
 
 
 def test_models_reload_from_config_without_custom_objects():
-    # segnet's MaxUnpooling3D is registered ("llseg>MaxUnpooling3D") by importing llseg.models
+    # segnet's MaxUnpooling3D is registered ("llseg>MaxUnpooling3D") by importing llseg.models (custom_layers)
     for arch in models.ARCHS:
         model = models.build_model(arch, (16, 16, 16, 1), 2, levels=3, root_filters=2)
         clone = keras.models.model_from_json(model.to_json())
@@ -150,7 +151,7 @@ def test_models_reload_from_config_without_custom_objects():
 def _bn_pair(channels=3, seed=0):
     """A SampleBatchNormalization and a Keras BatchNormalization with the same random weights."""
     rng = np.random.default_rng(seed)
-    ours, ref = models.SampleBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
+    ours, ref = custom_layers.SampleBatchNormalization(momentum=0.9), keras.layers.BatchNormalization(momentum=0.9)
     for layer in (ours, ref):
         layer.build((None, 4, 5, 6, channels))
     w = [rng.uniform(0.5, 2.0, channels), rng.normal(size=channels), rng.normal(size=channels),
@@ -190,7 +191,7 @@ def test_sample_bn_inference_uses_each_samples_own_statistics():
 def test_unet_inference_equals_its_batch_size_one_training_forward_pass():
     keras.utils.set_random_seed(4)
     model = models.build_model("unet", (8, 8, 4, 1), 3, levels=2, root_filters=2)
-    assert any(isinstance(l, models.SampleBatchNormalization) for l in model.layers)
+    assert any(isinstance(l, custom_layers.SampleBatchNormalization) for l in model.layers)
     x = np.random.default_rng(5).normal(size=(1, 8, 8, 4, 1)).astype(np.float32)
     tv = [v.value for v in model.trainable_variables]
     ntv = [v.value for v in model.non_trainable_variables]
@@ -202,7 +203,7 @@ def test_unet_inference_equals_its_batch_size_one_training_forward_pass():
 
 
 def _unpool(x, features):
-    return np.asarray(models.MaxUnpooling3D()([np.asarray(x, np.float32), np.asarray(features, np.float32)]))
+    return np.asarray(custom_layers.MaxUnpooling3D()([np.asarray(x, np.float32), np.asarray(features, np.float32)]))
 
 
 def test_unpooling_known_answer_values_land_at_argmax():
@@ -263,7 +264,7 @@ def test_unpooling_gradient_goes_to_x_only():
     x = tf.constant(rng.normal(size=(1, 2, 2, 1, 2)).astype(np.float32))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch([x, feat])
-        loss = tf.reduce_sum(models.MaxUnpooling3D()([x, feat]) * 3.0)
+        loss = tf.reduce_sum(custom_layers.MaxUnpooling3D()([x, feat]) * 3.0)
     np.testing.assert_allclose(tape.gradient(loss, x).numpy(), 3.0)  # one switch per window
     g_feat = tape.gradient(loss, feat)
     assert g_feat is None or not np.any(g_feat.numpy())
@@ -276,7 +277,7 @@ def test_unpooling_gradient_goes_to_x_only():
 ])
 def test_unpooling_bad_shapes(x_shape, f_shape, match):
     with pytest.raises(ValueError, match=match):
-        models.MaxUnpooling3D()([keras.Input(batch_shape=x_shape), keras.Input(batch_shape=f_shape)])
+        custom_layers.MaxUnpooling3D()([keras.Input(batch_shape=x_shape), keras.Input(batch_shape=f_shape)])
 
 
 def test_segnet_unpools_at_the_encoder_switches():
@@ -337,7 +338,7 @@ def test_tiny_segnet_learns():
 
 def test_hand_count_known_answer_one_level():
     # conv 27*1*2 + BN 4*2 + conv 27*2*2 + BN 4*2 + head (2*2 + 2) = 54 + 8 + 108 + 8 + 6
-    assert models.unet_param_count(1, 2, levels=1, root_filters=2) == 184
+    assert unet_param_count(1, 2, levels=1, root_filters=2) == 184
     assert models.unet_3d((2, 2, 2, 1), 2, levels=1, root_filters=2).count_params() == 184
 
 
@@ -345,14 +346,14 @@ def test_hand_count_known_answer_one_level():
                                                    (1, 71, 4, 16), (1, 2, 3, 96)])
 def test_param_count_plain_equals_keras(in_ch, k, levels, root):
     model = models.unet_3d((None, None, None, in_ch), k, levels=levels, root_filters=root)
-    assert model.count_params() == models.unet_param_count(in_ch, k, levels=levels, root_filters=root)
+    assert model.count_params() == unet_param_count(in_ch, k, levels=levels, root_filters=root)
 
 
 @pytest.mark.parametrize("block", ["residual", "dense"])
 @pytest.mark.parametrize("in_ch, k, levels, root", [(1, 2, 3, 4), (2, 3, 2, 5), (4, 2, 1, 4)])
 def test_param_count_other_blocks_equals_keras(block, in_ch, k, levels, root):
     model = models.unet_3d((None, None, None, in_ch), k, levels=levels, root_filters=root, block=block)
-    assert model.count_params() == models.unet_param_count(in_ch, k, levels=levels, root_filters=root,
+    assert model.count_params() == unet_param_count(in_ch, k, levels=levels, root_filters=root,
                                                            block=block)
 
 
@@ -386,7 +387,7 @@ def test_param_count_segnet_equals_keras(in_ch, k, levels, root):
 def test_paper_stage2_network_size():
     # 3 levels, 96 root filters, 1 channel, binary: the network the paper trains per muscle
     # (the paper does not report it; 12.2 M, all but 0.01 % in the 3x3x3 convolutions)
-    n = models.unet_param_count(1, 2, levels=3, root_filters=96)
+    n = unet_param_count(1, 2, levels=3, root_filters=96)
     assert n == 12_194_306
     convs = sum(27 * a * b for a, b in [(1, 96), (96, 96), (96, 192), (192, 192), (192, 384), (384, 384),
                                         (384, 192), (192, 192), (192, 96), (96, 96)])

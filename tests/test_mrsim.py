@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from llseg import mrsim
+from llseg.phantom import mrsim
 
 
 def test_protocol_grids_match_paper():

@@ -1,6 +1,8 @@
 """Phantom anatomy: subjects, grids, determinism, labels, volumes, mirror symmetry, positions."""
 import dataclasses
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -273,3 +275,15 @@ def test_intermuscular_fat_and_body_fat_follow_subject(subject):
         # Labelled voxels are muscle; the carved fat layer is unlabelled.
         assert np.all(tissue[labels > 0] == phantom.TISSUE["muscle"])
     assert fat_per_muscle[1] > 1.5 * fat_per_muscle[0]
+
+
+def _llseg_modules_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(m for m in sys.modules if m.startswith('llseg')))"
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+
+
+def test_phantom_imports_only_anatomy_validate_io():
+    """The phantom knows nothing of the method, and the method's cohort module nothing of the phantom."""
+    used = {m for m in _llseg_modules_after("import llseg.phantom") if not m.startswith("llseg.phantom")}
+    assert used <= {"llseg", "llseg.anatomy", "llseg._validate", "llseg.io"}, used
+    assert "llseg.phantom" not in _llseg_modules_after("import llseg.cohort")

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from llseg import mrsim, preprocess
+from llseg import preprocess
+from llseg.phantom import mrsim
 
 
 def _smooth_phantom(rng, shape=(48, 40, 24), spacing=(4.0, 4.0, 10.0)):

@@ -1,4 +1,4 @@
-"""Tests for llseg.viewer: slice orientation, overlays, boxes and the headless widget."""
+"""Tests for llseg.study.viewer: slice orientation, overlays, boxes and the headless widget."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,7 +10,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from llseg import anatomy, export, figures, viewer  # noqa: E402
+from llseg import anatomy, export  # noqa: E402
+from llseg.study import figures, viewer  # noqa: E402
 
 SHAPE = (12, 10, 8)
 
@@ -245,7 +246,7 @@ def test_widget_rejects_bad_inputs(case):
         viewer.slice_viewer(image, labels[:-1], spacing_mm=(1, 1, 1))
     bad = labels.copy()
     bad[0, 0, 0] = 80
-    with pytest.raises(ValueError, match=r"\[80\]"):
+    with pytest.raises(ValueError, match=r"\b80\b"):  # the bad id is named
         viewer.slice_viewer(image, bad, spacing_mm=(1, 1, 1))
     with pytest.raises(ValueError, match="region label"):
         viewer.slice_viewer(image, labels, spacing_mm=(1, 1, 1), boxes={99: np.zeros((3, 2), int)})

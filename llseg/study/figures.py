@@ -13,20 +13,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-from . import _validate, anatomy
+from .. import _validate, anatomy
+from ..export import muscle_colors
 
 __all__ = ["muscle_colors", "label_colormap", "axial_view", "coronal_view", "bias_correction_figure", "cov_figure",
            "dice_figure", "volume_msd_figure", "contour_slices_figure", "region_meshes", "rendering_figure"]
 
 log = logging.getLogger(__name__)
-
-
-def muscle_colors() -> dict[str, tuple[float, float, float]]:
-    """One fixed RGB colour per muscle key (both legs share it), Table-1 order."""
-    palette = sns.color_palette("husl", anatomy.N_MUSCLES)
-    # Interleave the hue circle so that muscles adjacent in Table 1 get distant hues.
-    order = [(i * 13) % anatomy.N_MUSCLES for i in range(anatomy.N_MUSCLES)]
-    return {m.key: tuple(palette[order[i]]) for i, m in enumerate(anatomy.MUSCLES)}
 
 
 def label_colormap():
@@ -71,28 +64,35 @@ def bias_correction_figure(raw: np.ndarray, bias: np.ndarray, *, spacing_mm, lev
     coronal_y : int
         Coronal slice index (last column).
     mask : (X, Y, Z) ndarray of bool, optional
-        Muscle voxels; their 1st-99th percentiles set a common window for both image rows.
+        Muscle voxels (default: ``raw > 0``). Each image is shown divided by its median muscle
+        intensity (N4's field has no absolute scale), and each column's window is the 1st-99.5th
+        percentile of the muscle voxels of that slice in both images: the same window for the
+        without/with pair, so the panels differ only by what N4 changed.
     body : (X, Y, Z) ndarray of bool, optional
         The field is drawn only inside it (N4 extrapolates meaninglessly into the air).
     """
     raw = _validate.volume(raw, "raw")
     _validate.same_shape(raw, bias, "raw", "bias")
     sx, sy, sz = _validate.spacing(spacing_mm, 3)
+    muscle = np.asarray(mask, bool) if mask is not None and np.any(mask) else raw > 0
     corrected = raw / bias
-    ref = raw[mask] if mask is not None and mask.any() else raw[raw > 0]
-    vmin, vmax = np.percentile(ref, [1, 99.5]) if ref.size else (0, 1)
+    without, with_n4 = (_per_median(v, muscle) for v in (raw, corrected))
     field = bias / np.median(bias[mask] if mask is not None and mask.any() else bias)
     if body is not None:
         field = np.where(body, field, np.nan)
     views = [(axial_view, z, (sx, sy)) for z in levels_z] + [(coronal_view, coronal_y, (sx, sz))]
     fig, axes = plt.subplots(3, len(views), figsize=(3.4 * len(views), 9.5), squeeze=False,
                              gridspec_kw={"hspace": 0.25, "wspace": 0.05})
-    rows = [("without N4", raw, "gray", (vmin, vmax)), ("with N4", corrected, "gray", (vmin, vmax)),
-            ("estimated bias field", field, "magma", (np.nanmin(field), np.nanmax(field)))]
+    windows = [_pair_window(view(without, i), view(with_n4, i), view(muscle, i), without, with_n4, muscle)
+               for view, i, _ in views]
+    field_window = (np.nanmin(field), np.nanmax(field))
+    rows = [("without N4", without, "gray", windows), ("with N4", with_n4, "gray", windows),
+            ("estimated bias field", field, "magma", [field_window] * len(views))]
     letters = iter("abcdefghijkl")
-    for r, (row_title, vol, cmap, (lo, hi)) in enumerate(rows):
+    for r, (row_title, vol, cmap, column_windows) in enumerate(rows):
         for c, (view, index, (da, db)) in enumerate(views):
             sl = view(vol, index)
+            lo, hi = column_windows[c]
             ax = axes[r, c]
             im = ax.imshow(sl, cmap=cmap, vmin=lo, vmax=hi, extent=_extent(da, db, sl.shape), interpolation="nearest")
             ax.set_xticks([])
@@ -105,6 +105,27 @@ def bias_correction_figure(raw: np.ndarray, bias: np.ndarray, *, spacing_mm, lev
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+def _per_median(volume: np.ndarray, muscle: np.ndarray) -> np.ndarray:
+    """``volume`` divided by its median muscle intensity (unchanged when that is not positive)."""
+    ref = volume[muscle]
+    med = float(np.median(ref)) if ref.size else 0.0
+    return volume / med if np.isfinite(med) and med > 0 else volume
+
+
+def _pair_window(a: np.ndarray, b: np.ndarray, muscle_slice: np.ndarray, a_vol: np.ndarray, b_vol: np.ndarray,
+                 muscle: np.ndarray) -> tuple[float, float]:
+    """One display window for two slices: 1st-99.5th percentile of their muscle voxels (of the
+    whole volumes when the slice holds fewer than 20 muscle voxels)."""
+    ref = np.concatenate([a[muscle_slice], b[muscle_slice]])
+    if ref.size < 40:
+        ref = np.concatenate([a_vol[muscle], b_vol[muscle]])
+    ref = ref[np.isfinite(ref)]
+    if not ref.size:
+        return 0.0, 1.0
+    lo, hi = np.percentile(ref, [1, 99.5])
+    return float(lo), float(hi if hi > lo else lo + 1.0)
 
 
 def cov_figure(cases, cov_before, cov_after):
@@ -438,6 +459,15 @@ def _render_view(polys: np.ndarray, face_colors: np.ndarray, *, elev: float, azi
     return rgba[max(rows[0] - 4, 0): rows[-1] + 5, max(cols[0] - 4, 0): cols[-1] + 5]
 
 
+def _side_letters(azim_deg: float) -> tuple[str, str] | None:
+    """Subject side shown at the (left, right) of a 3-D view from azimuth ``azim_deg`` (RAS+,
+    z up); None for a view from the side, where left and right are not across the picture."""
+    screen_x = -math.sin(math.radians(azim_deg))  # +x (subject's right) projected on the screen's rightward axis
+    if abs(screen_x) < 0.3:
+        return None
+    return ("L", "R") if screen_x > 0 else ("R", "L")
+
+
 def rendering_figure(labels: np.ndarray, *, spacing_mm, step_size: int = 1, max_faces: int | None = 20000,
                      views=((10, 90), (10, -90)), view_titles=("anterior", "posterior"), size_px: int = 900,
                      title: str = ""):
@@ -464,7 +494,8 @@ def rendering_figure(labels: np.ndarray, *, spacing_mm, step_size: int = 1, max_
         Every region in its muscle colour, shaded (mplot3d, painter's algorithm over all
         triangles at once), with physical aspect ratio (box aspect = the meshes' extent in mm).
         Each view is rendered off-screen and shown as an image, cropped to the muscles, so
-        the figure is a raster in every format. An empty map gives panels saying so.
+        the figure is a raster in every format, with "R" / "L" at the sides showing where the
+        subject's right and left are. An empty map gives panels saying so.
     """
     meshes = region_meshes(labels, spacing_mm=spacing_mm, step_size=step_size, max_faces=max_faces)
     views = [(float(e), float(a)) for e, a in views]
@@ -486,6 +517,10 @@ def rendering_figure(labels: np.ndarray, *, spacing_mm, step_size: int = 1, max_
         ax.set_title(name, fontsize=9)
         if images:
             ax.imshow(images[i], interpolation="antialiased")
+            sides = _side_letters(views[i][1])
+            for text, x, ha in zip(sides or (), (0.0, 1.0), ("left", "right")):
+                ax.text(x, 1.0, text, transform=ax.transAxes, ha=ha, va="bottom", fontsize=12, fontweight="bold",
+                        color="0.25", gid="orientation")
         else:
             ax.text(0.5, 0.5, "no muscle region", transform=ax.transAxes, ha="center")
     if title:

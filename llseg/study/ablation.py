@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anatomy, models, stage2, train
+from .. import anatomy, models, stage2, train
 
 __all__ = [
     "PANELS",
@@ -47,6 +47,7 @@ __all__ = [
     "variant_table",
     "input_size",
     "train_variant",
+    "train_variant_record",
     "read_curves",
     "read_runs",
     "summarize",
@@ -266,6 +267,71 @@ def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, varia
     return model, history
 
 
+def train_variant_record(preprocessed, out, *, variant: str, variants: Mapping, muscle: str, divisor: int,
+                         max_voxels: int, iterations: int, learning_rate: float, seed: int, validate_every: int,
+                         ratio_range=(1.0, 1.8), augment_kwargs: Mapping | None = None,
+                         class_weight_power: float = 0.0, loss: str = "ce", lr_schedule: str = "constant",
+                         live_dir=None, progress: bool = False) -> dict:
+    """Train one variant on the preprocessed study and write its training record (``llseg train-variant``).
+
+    Parameters
+    ----------
+    preprocessed : path
+        Preprocessed study folder (train split for training, test split for the curves).
+    out : path
+        The ``.json`` training record; the ablation keeps no model file.
+    variant : str
+        A name of ``variants``.
+    variants : mapping
+        params.yaml ``ablation.variants`` (checked by :func:`variant_table`).
+    muscle : str
+        Muscle key or Table-1 name trained on.
+    divisor, max_voxels : int
+        Input-size rule of :func:`input_size`.
+    live_dir : path, optional
+        dvclive folder of this variant's curves (None: no curves).
+    iterations, learning_rate, seed, validate_every, ratio_range, augment_kwargs, class_weight_power, loss, lr_schedule, progress
+        As in :func:`train_variant`.
+
+    Returns
+    -------
+    dict
+        The record written: the variant's fields, ``input_size``, the training settings,
+        ``n_params``, ``seconds``, ``final_loss`` and ``val_dice``.
+
+    Raises
+    ------
+    ValueError
+        An unknown variant name, or ``out`` is not a ``.json`` file.
+    """
+    from .. import pipeline
+
+    table = variant_table(variants, divisor=int(divisor))
+    if variant not in table:
+        raise ValueError(f"no variant {variant!r} in ablation.variants (has {', '.join(table)})")
+    out = Path(out)
+    if out.suffix != ".json":
+        raise ValueError(f"{out}: the training record must be a .json file")
+    spec, key = table[variant], anatomy.muscle(muscle).key
+    _, _, images, labels = pipeline.load_split(preprocessed, "train")
+    _, _, test_images, test_labels = pipeline.load_split(preprocessed, "test")
+    ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
+    size = input_size(labels, key, max_voxels=int(max_voxels), divisor=int(divisor), ratio_range=ratio_range)
+    with pipeline.live_logger(live_dir) as live:
+        _, history = train_variant(
+            images, labels, key, spec, test_images=test_images, test_labels=test_labels, size=size,
+            iterations=int(iterations), learning_rate=float(learning_rate), seed=int(seed),
+            validate_every=int(validate_every), ratio_range=ratio_range, augment_kwargs=augment_kwargs,
+            class_weight_power=float(class_weight_power), loss=loss, lr_schedule=lr_schedule, live=live,
+            progress=progress)
+    settings = {"variant": variant, "muscle": key, **spec, "panel": list(spec["panel"]), "input_size": list(size),
+                "iterations": int(iterations), "learning_rate": float(learning_rate), "seed": int(seed),
+                "class_weight_power": float(class_weight_power), "ratio_range": list(ratio_range)}
+    pipeline.write_training_record(out, settings, history, keep=("n_params",))
+    return {**settings, "n_params": history["n_params"], "seconds": history["seconds"],
+            "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]}
+
+
 # --------------------------------------------------------------------------- curves and summary
 
 
@@ -326,7 +392,7 @@ def read_runs(runs_dir, variants: Mapping) -> dict[str, dict]:
     FileNotFoundError
         A variant of the table has no record (the message names it).
     """
-    from . import io
+    from .. import io
 
     out = {}
     for name in variant_table(variants):

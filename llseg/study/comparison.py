@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 from skimage import measure
 
-from . import _validate, anatomy, boxes, metrics, postprocess, stage2
+from .. import _validate, anatomy, boxes, metrics, postprocess, stage2
 
 __all__ = [
     "VARIANTS",
@@ -90,7 +90,7 @@ def boxes_from_record(record: Mapping) -> dict[int, np.ndarray]:
     raw = record.get("boxes", record) if isinstance(record, Mapping) else None
     if not isinstance(raw, Mapping):
         raise TypeError(f"record: expected a mapping with a 'boxes' mapping, got {type(record).__name__}")
-    return {int(k): boxes._as_box(v, f"boxes[{k}]") for k, v in raw.items() if v is not None}
+    return {int(k): _validate.box(v, f"boxes[{k}]") for k, v in raw.items() if v is not None}
 
 
 # --------------------------------------------------------------------------- roughness
@@ -232,7 +232,7 @@ def variant_boxes(truth, *, muscle: str, side: str, stage1_box, ratios=(1.2, 1.8
     if tight is not None:
         out["stage2_gt_box"] = [boxes.enlarge_box(tight, gt_ratio, gt_ratio, truth.shape)]
     if stage1_box is not None:
-        b = stage2._check_box_in(stage1_box, truth.shape, "stage1_box")
+        b = _validate.box(stage1_box, "stage1_box", ndim=3, shape=truth.shape, nonempty=True)
         out["stage1"] = [b]
         out["stage2_box_ratio_low"] = [boxes.enlarge_box(b, low, low, truth.shape)]
         out["stage2_box_ratio_high"] = [boxes.enlarge_box(b, high, high, truth.shape)]
@@ -520,7 +520,7 @@ def panel_figure(image, truth_mask, variants: Mapping[str, np.ndarray], *, spaci
     if not 0 <= z < image.shape[2]:
         raise ValueError(f"z = {z} outside 0..{image.shape[2] - 1}")
     titles = dict(titles or variant_titles())
-    crop_boxes = {k: [boxes._as_box(b) for b in v] for k, v in (crop_boxes or {}).items()}
+    crop_boxes = {k: [_validate.box(b) for b in v] for k, v in (crop_boxes or {}).items()}
     nx, ny = image.shape[:2]
     shown = [boxes.bounding_box(truth_mask)] + [b for v in crop_boxes.values() for b in v]
     lo, hi = np.min([b[:2, 0] for b in shown], axis=0), np.max([b[:2, 1] for b in shown], axis=0)

@@ -1,7 +1,7 @@
 """MR simulator: render a label map (and optional tissue map) as a fat-suppressed
 proton-density (PD) image, with 2-D multislice partial volume, a B1 bias field and Rician noise.
 
-Separate from the anatomy generator (``llseg.phantom``) on purpose: the same anatomy can be
+Separate from the anatomy generator (``llseg.phantom.model``) on purpose: the same anatomy can be
 "acquired" under different protocols, bias strengths and noise levels, and any label map in the
 kit's convention (a phantom's or a real segmentation's) can be rendered.
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from . import _validate
+from llseg import _validate
 
 __all__ = [
     "Protocol",

@@ -25,11 +25,12 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from . import anatomy
+from .. import anatomy, io, metrics
 
 __all__ = [
     "PAPER_VOLUME_ERROR_ABOVE_10PCT",
@@ -47,6 +48,7 @@ __all__ = [
     "compare_with_paper",
     "json_ready",
     "table_markdown",
+    "evaluate_predictions",
 ]
 
 log = logging.getLogger(__name__)
@@ -643,3 +645,52 @@ def table_markdown(rows: Sequence[Mapping], columns, *, digits: int = 3) -> str:
             raise ValueError(f"rows[{i}] lacks column(s) {missing}")
         body.append([_cell(row[k], digits) for k in headers])
     return tabulate(body, headers=list(headers.values()), tablefmt="github", disable_numparse=True) + "\n"
+
+
+def evaluate_predictions(preprocessed, predictions, table, metrics_json, *, progress: bool = True) -> dict:
+    """Score the test predictions of both stages against the ground truth (``llseg evaluate``).
+
+    Parameters
+    ----------
+    preprocessed : path
+        Preprocessed study folder (``manifest.json`` with the test split, ``labels/<case>.nii.gz``).
+    predictions : path
+        Folder holding ``study/<case>_stage1.nii.gz`` and ``study/<case>_stage2.nii.gz``.
+    table, metrics_json : path
+        The per-region CSV (one row per stage, case and region) and the summary JSON to write.
+    progress : bool, optional
+        Show a progress bar over the cases.
+
+    Returns
+    -------
+    dict
+        ``evaluation_summary`` of the rows (also written to ``metrics_json``).
+
+    Notes
+    -----
+    Empty masks give NaN metrics (``llseg.metrics``); they are counted and logged once per
+    case and stage instead of warned once per region.
+    """
+    import warnings
+
+    from tqdm.auto import tqdm
+
+    root, predictions = Path(preprocessed), Path(predictions)
+    cases = io.read_json(root / "manifest.json")["split"]["test"]
+    rows = []
+    for case in tqdm(cases, desc="evaluate test cases", unit="case", disable=not progress):
+        truth = io.load_labels(root / "labels" / f"{case}.nii.gz")
+        for stage in ("stage1", "stage2"):
+            pred = io.load_labels(predictions / "study" / f"{case}_{stage}.nii.gz", reference=truth)
+            with warnings.catch_warnings(record=True) as caught:  # one summary line instead of one per region
+                warnings.simplefilter("always", metrics.EmptyMaskWarning)
+                found = metrics.evaluate_regions(pred.data, truth.data, truth.spacing_mm, case=case)
+            for w in caught:
+                log.debug("%s", w.message)
+            if caught:
+                log.info("%s %s: %d region(s) with an empty mask (NaN metrics in the table)", case, stage, len(caught))
+            rows += [{"stage": stage, **row} for row in found]
+    summary = evaluation_summary(rows)
+    io.write_csv(table, rows)
+    io.write_json(metrics_json, summary)
+    return summary

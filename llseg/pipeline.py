@@ -1,0 +1,438 @@
+"""The method's file-level steps: one function per ``llseg`` command of the cascade.
+
+Each function takes paths and plain keyword values (the CLI unpacks params.yaml), reads and
+writes files only through ``llseg.io`` and calls the array-level modules (``preprocess``,
+``stage1``, ``stage2``, ``train``, ``cascade``, ``postprocess``) in between.
+
+Layout of a study (the defaults of the CLI)::
+
+    data/{images,labels}/<case>.nii.gz       cohort (llseg.cohort)
+    work/preprocessed/{image,labels,bias}/   study grid + manifest.json    preprocess_cohort
+    models/stage1/group_NN.keras (+ .json)   stage-1 networks             train_stage1_group
+    models/stage1/box_priors.json            box priors                   write_box_priors
+    models/stage2/<muscle>.keras (+ .json)   stage-2 networks             train_stage2_muscle
+    work/predictions/                        test-case label maps         predict_cases
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import io
+
+__all__ = [
+    "preprocess_cohort",
+    "load_split",
+    "train_stage1_group",
+    "write_box_priors",
+    "train_stage2_muscle",
+    "write_training_record",
+    "load_cascade",
+    "predict_cases",
+    "segment_scan",
+    "live_logger",
+]
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def _grid(spacing_mm, fov_mm) -> tuple[tuple[float, float, float], list[int]]:
+    """The study grid: voxel size (mm) and in-plane matrix covering ``fov_mm``."""
+    spacing = tuple(float(v) for v in spacing_mm)
+    return spacing, [int(round(float(f) / sp)) for f, sp in zip(fov_mm, spacing[:2])]
+
+
+def _case_record(image: io.Volume, result: dict) -> dict:
+    """The manifest entry of one case: ``preprocess.preprocess_case``'s scalars and the geometry
+    ``preprocess.restore_geometry`` needs to map study-grid labels back into the file's space."""
+    record = {k: v for k, v in result.items() if k not in ("image", "labels", "bias", "affine")}
+    record.update(affine=result["affine"].tolist(), original_affine=image.original_affine.tolist(),
+                  canonical_affine=image.affine.tolist(), canonical_shape=list(image.data.shape))
+    return record
+
+
+def preprocess_cohort(data_dir, out_dir, *, spacing_mm, fov_mm, n4: bool, n4_shrink: int, n4_iterations,
+                      test_fraction: float, seed: int, progress: bool = True) -> dict:
+    """Split a cohort and bring every case onto the study grid (paper section 2.1).
+
+    Writes ``out_dir/{image,labels,bias}/<case>.nii.gz`` and ``out_dir/manifest.json``
+    (split, grid, and per case the CoV before/after N4 and its geometry) as one atomic folder.
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    from tqdm.auto import tqdm
+
+    from . import cohort, preprocess
+
+    cases = cohort.list_cases(data_dir)
+    split = cohort.split_cases(cases, test_fraction=float(test_fraction), seed=int(seed))
+    spacing, target_xy = _grid(spacing_mm, fov_mm)
+    manifest = {"split": split, "spacing_mm": list(spacing), "matrix_xy": target_xy, "cases": {}}
+    with io.atomic_dir(out_dir) as tmp:
+        for case in tqdm(cases, desc="preprocess (N4)", unit="case", disable=not progress):
+            paths = cohort.case_paths(data_dir, case)
+            img = io.load_image(paths["image"])
+            lab = io.load_labels(paths["labels"], reference=img)
+            result = preprocess.preprocess_case(
+                img.data, lab.data, img.affine, spacing_mm=img.spacing_mm, target_spacing_mm=spacing,
+                target_xy=target_xy, n4=bool(n4), shrink_factor=int(n4_shrink),
+                iterations=[int(i) for i in n4_iterations])
+            for kind in ("image", "labels", "bias"):
+                dtype = np.uint8 if kind == "labels" else np.float32
+                io.save_nifti(tmp / kind / f"{case}.nii.gz", result[kind], result["affine"], dtype=dtype)
+            manifest["cases"][case] = _case_record(img, result)
+        io.write_json(tmp / "manifest.json", manifest)
+    return manifest
+
+
+def load_split(preprocessed, which: str, *, images: bool = True, labels: bool = True):
+    """The preprocessed images and label maps of the ``which`` split ("train" or "test").
+
+    Returns ``(manifest, cases, images, labels)``; a list is None when not asked for. The
+    volumes are read through ``io.load_cached`` (uncompressed copies under
+    ``<preprocessed>/../cache/<name>``).
+    """
+    root = Path(preprocessed)
+    manifest = io.read_json(root / "manifest.json")
+    cases = manifest["split"][which]
+    cache = root.parent / "cache" / root.name
+
+    def read(kind, folder):
+        return [io.load_cached(root / folder / f"{c}.nii.gz", kind=kind, cache_dir=cache) for c in cases]
+
+    return manifest, cases, read("image", "image") if images else None, read("labels", "labels") if labels else None
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def live_logger(directory):
+    """A dvclive logger writing TSV plots under ``directory`` (no HTML report, no dvc.yaml
+    edits), or a null context when ``directory`` is None."""
+    if directory is None:
+        return contextlib.nullcontext(None)
+    from dvclive import Live
+
+    return Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+
+
+def write_training_record(path, settings: dict, history: dict, *, keep=()) -> Path:
+    """Write a network's training record (JSON): ``settings`` plus the outcome of ``history``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.json`` file.
+    settings : dict
+        What the network was trained with (written as given).
+    history : dict
+        ``train.fit``'s history: ``seconds``, ``val_dice`` and ``final_loss`` (mean of the
+        last 10 losses) are recorded.
+    keep : sequence of str
+        Further history keys to record as they are (e.g. ``"class_weights"``, ``"n_params"``).
+    """
+    record = {**settings, **{k: history[k] for k in keep}, "seconds": history["seconds"],
+              "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]}
+    return io.write_json(path, record)
+
+
+def train_stage1_group(preprocessed, out, *, group: int, factor, levels: int, root_filters: int, iterations: int,
+                       learning_rate: float, seed: int, validate_every: int, augment_kwargs: dict,
+                       class_weight_power: float = 0.0, loss: str = "ce", lr_schedule: str = "constant",
+                       live_dir=None, progress: bool = True) -> dict:
+    """Train the stage-1 network of ``group`` (1..10) on the training split (paper section 2.2.1).
+
+    Writes the model to ``out`` (.keras) and its training record beside it (.json); the
+    curves go to ``live_dir/group_NN`` when ``live_dir`` is given. The group trains with seed
+    ``seed + group``; validation is on the test split at low resolution.
+
+    Returns
+    -------
+    dict
+        ``train.fit``'s history.
+    """
+    from . import stage1, train
+
+    train.use_training_threads()  # before any TensorFlow op
+    group = int(group)
+    factor = tuple(float(f) for f in factor)
+    _, _, images, labels = load_split(preprocessed, "train")
+    _, _, test_images, test_labels = load_split(preprocessed, "test")
+    validate = stage1.make_validator(test_images, test_labels, group, factor=factor)
+    with live_logger(None if live_dir is None else Path(live_dir) / f"group_{group:02d}") as live:
+        model, history = stage1.train_group(
+            images, labels, group, factor=factor, levels=levels, root_filters=root_filters, iterations=iterations,
+            learning_rate=learning_rate, seed=seed + group, augment_kwargs=augment_kwargs, validate=validate,
+            validate_every=validate_every, live=live, progress=progress, class_weight_power=class_weight_power,
+            loss=loss, lr_schedule=lr_schedule)
+    out = Path(out)
+    io.save_model(model, out)
+    write_training_record(out.with_suffix(".json"), {
+        "group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES, "levels": levels,
+        "root_filters": root_filters, "iterations": iterations, "learning_rate": learning_rate, "loss": loss,
+        "lr_schedule": lr_schedule}, history, keep=("class_weights",))
+    return history
+
+
+def write_box_priors(preprocessed, out) -> dict:
+    """Fit the box priors (regions stage 1 misses) on the training label maps; write them to ``out``."""
+    from . import box_priors
+
+    _, _, _, labels = load_split(preprocessed, "train", images=False)
+    priors = box_priors.fit_box_priors(labels)
+    io.write_json(out, priors)
+    return priors
+
+
+def train_stage2_muscle(preprocessed, out, *, muscle: str, levels: int, root_filters: int, iterations: int,
+                        learning_rate: float, seed: int, validate_every: int, max_voxels: int, ratio_range,
+                        augment_kwargs: dict, class_weight_power: float = 0.0, loss: str = "ce",
+                        lr_schedule: str = "constant", live_dir=None, progress: bool = True) -> dict:
+    """Train the stage-2 network of one muscle, both sides (the left mirrored), on the training
+    split (paper section 2.2.2).
+
+    The input size follows the muscle's training boxes (``stage2.input_size_for``). Writes the
+    model to ``out`` (.keras) and its training record beside it (.json); the curves go to
+    ``live_dir/<muscle>`` when ``live_dir`` is given.
+
+    Returns
+    -------
+    dict
+        ``train.fit``'s history plus ``input_size``.
+    """
+    from . import anatomy, models, stage2, train
+
+    train.use_training_threads()  # before any TensorFlow op
+    key = anatomy.muscle(muscle).key
+    ratio_range = tuple(float(r) for r in ratio_range)
+    _, _, images, labels = load_split(preprocessed, "train")
+    _, _, test_images, test_labels = load_split(preprocessed, "test")
+    size = stage2.input_size_for(stage2.muscle_box_sizes(labels, key), max_voxels=max_voxels,
+                                 divisor=2 ** (levels - 1), mean_ratio=sum(ratio_range) / 2)
+    sampler = stage2.make_sampler(images, labels, key, size=size, ratio_range=ratio_range,
+                                  augment_kwargs=augment_kwargs)
+    validate = stage2.make_validator(test_images, test_labels, key, size=size)
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = models.build_model("unet", (*size, 1), 2, levels=levels, root_filters=root_filters)
+    with live_logger(None if live_dir is None else Path(live_dir) / key) as live:
+        history = train.fit(model, sampler, iterations=iterations, learning_rate=learning_rate, seed=seed,
+                            validate=validate, validate_every=validate_every, live=live, progress=progress,
+                            class_weight_power=class_weight_power, loss=loss, lr_schedule=lr_schedule)
+    out = Path(out)
+    io.save_model(model, out)
+    write_training_record(out.with_suffix(".json"), {
+        "muscle": key, "input_size": list(size), "levels": levels, "root_filters": root_filters,
+        "iterations": iterations, "learning_rate": learning_rate, "ratio_range": list(ratio_range), "loss": loss,
+        "lr_schedule": lr_schedule}, history, keep=("class_weights",))
+    return {**history, "input_size": tuple(size)}
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def load_cascade(models_dir):
+    """The trained cascade under ``models_dir``: ``(stage1 models {group: model}, stage2 models
+    {muscle key: model}, box priors, stage-1 training record)``."""
+    from . import anatomy
+
+    root = Path(models_dir)
+    for sub in ("stage1", "stage2"):  # checked before Keras is imported: a missing folder is one clear line
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"{root / sub}: no such folder, so no trained models (run `make study` or `dvc repro` first)")
+    s1 = {g: io.load_model(root / "stage1" / f"group_{g:02d}.keras") for g in anatomy.GROUPS}
+    record1 = io.read_json(root / "stage1" / "group_01.json")
+    priors = io.read_json(root / "stage1" / "box_priors.json")
+    s2 = {m.key: io.load_model(root / "stage2" / f"{m.key}.keras") for m in anatomy.MUSCLES}
+    return s1, s2, priors, record1
+
+
+def _cascade_kwargs(record1: dict, priors: dict, *, n_tta_boxes, ratio_range, seed, threshold,
+                    closing_radius_vox) -> dict:
+    """``cascade.run_cascade``'s options: the grid of stage 1's training, the inference settings."""
+    return dict(priors=priors, part_ranges={k: tuple(v) for k, v in record1["part_ranges"].items()},
+                factor=tuple(record1["factor"]), n_boxes=int(n_tta_boxes),
+                ratio_range=tuple(float(r) for r in ratio_range), seed=int(seed), threshold=float(threshold),
+                closing_radius_vox=tuple(int(r) for r in closing_radius_vox))
+
+
+def _write_label_tables(ctbl, itksnap) -> None:
+    """The 3D Slicer colour table (``ctbl``) and the ITK-SNAP label descriptions (``itksnap``)."""
+    from . import export
+
+    io.write_text(ctbl, export.slicer_color_table(title=Path(ctbl).name))
+    io.write_text(itksnap, export.itksnap_label_descriptions())
+
+
+def _timing_table(summary: dict) -> str:
+    from .cascade import PAPER_SECONDS
+
+    rows = [("stage 1, per group", summary["mean_seconds_per_group"], PAPER_SECONDS["stage1_per_group"]),
+            ("stage 2, per muscle (both sides, all TTA boxes)", summary["mean_seconds_per_muscle"],
+             PAPER_SECONDS["stage2_per_muscle"]),
+            ("whole case (both stages + postprocessing)", summary["mean_seconds_per_case"], PAPER_SECONDS["per_case"])]
+    lines = ["| step | this run (s, CPU) | paper (s, one GPU) |", "|---|---|---|"]
+    lines += [f"| {name} | {ours:.1f} | {lo:.0f}-{hi:.0f} |" for name, ours, (lo, hi) in rows]
+    return "\n".join(lines) + f"\n\nVoxel size here: {summary['spacing_mm']} mm (paper: 1 x 1 x 5 mm).\n"
+
+
+def predict_cases(preprocessed, models_dir, out_dir, *, metrics_path, tables_dir, n_tta_boxes: int, ratio_range,
+                  seed: int, threshold: float, closing_radius_vox, progress: bool = True) -> dict:
+    """Segment every test case with the cascade (paper Fig. 1) and time it (section 2.2.3).
+
+    Writes, under ``out_dir``: ``study/<case>_stage1.nii.gz``, ``study/<case>_stage2.nii.gz``
+    (study grid, for ``llseg evaluate``), ``study/<case>_boxes.json``, ``labels/<case>.nii.gz``
+    (the case's own grid and orientation) and one pair of colour tables; ``metrics_path``
+    (timings and estimated boxes per case; the Dice is ``llseg evaluate``'s) and
+    ``tables_dir/timing.{csv,md}``.
+
+    Returns
+    -------
+    dict
+        The summary written to ``metrics_path`` (without the per-case rows).
+    """
+    from tqdm.auto import tqdm
+
+    from . import cascade, preprocess
+
+    manifest, cases, images, _ = load_split(preprocessed, "test", labels=False)
+    s1, s2, priors, record1 = load_cascade(models_dir)
+    kwargs = _cascade_kwargs(record1, priors, n_tta_boxes=n_tta_boxes, ratio_range=ratio_range, seed=seed,
+                             threshold=threshold, closing_radius_vox=closing_radius_vox)
+    out = Path(out_dir)
+    timing, boxes = [], []
+    for case, image in tqdm(list(zip(cases, images)), desc="segment test cases", unit="case", disable=not progress):
+        record = manifest["cases"][case]
+        res = cascade.run_cascade(s1, s2, image, **kwargs)
+        affine = np.asarray(record["affine"])
+        io.save_nifti(out / "study" / f"{case}_stage1.nii.gz", res["stage1"]["labels"], affine, dtype=np.uint8)
+        io.save_nifti(out / "study" / f"{case}_stage2.nii.gz", res["labels"], affine, dtype=np.uint8)
+        io.write_json(out / "study" / f"{case}_boxes.json", {
+            "boxes": {str(k): v.tolist() for k, v in res["stage1"]["boxes"].items()},
+            "estimated": {str(k): v for k, v in res["stage1"]["estimated"].items()}})
+        _, original = preprocess.restore_geometry(res["labels"], record)
+        io.save_nifti(out / "labels" / f"{case}.nii.gz", original, np.asarray(record["original_affine"]),
+                      dtype=np.uint8)
+        boxes.append({"case": case, "n_estimated_boxes": len(res["stage1"]["estimated"])})
+        timing.append({"case": case, "seconds_total": res["seconds"],
+                       "seconds_stage1": sum(res["stage1"]["seconds_per_group"].values()),
+                       "seconds_stage2": sum(res["stage2"]["seconds_per_muscle"].values()),
+                       "seconds_postprocess": res["stage2"]["seconds_postprocess"],
+                       "seconds_per_group_mean": float(np.mean(list(res["stage1"]["seconds_per_group"].values()))),
+                       "seconds_per_muscle_mean": float(np.mean(list(res["stage2"]["seconds_per_muscle"].values())))})
+    _write_label_tables(out / "llseg_labels.ctbl", out / "llseg_itksnap.txt")  # one pair for all labels/*.nii.gz
+    summary = {"n_test_cases": len(cases), "spacing_mm": list(manifest["spacing_mm"]),
+               "mean_seconds_per_case": float(np.mean([t["seconds_total"] for t in timing])),
+               "mean_seconds_per_group": float(np.mean([t["seconds_per_group_mean"] for t in timing])),
+               "mean_seconds_per_muscle": float(np.mean([t["seconds_per_muscle_mean"] for t in timing]))}
+    io.write_json(metrics_path, {**summary, "cases": boxes})
+    io.write_csv(Path(tables_dir) / "timing.csv", timing)
+    io.write_text(Path(tables_dir) / "timing.md", _timing_table(summary))
+    return summary
+
+
+SEGMENT_STEPS = ("load", "preprocess", "stage 1", "stage 2", "postprocess", "write")
+
+
+@contextlib.contextmanager
+def _steps(names, *, desc: str, progress: bool):
+    """A tqdm bar over named steps; yields ``step(name)``, which finishes the previous step and
+    names the next. The bar shows on a terminal only and is cleared when a step fails, so an
+    error stays one line."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(names), desc=desc, unit="step", disable=None if progress else True)
+    started = []
+
+    def step(name):
+        if started:
+            bar.update(1)
+        started.append(name)
+        bar.set_postfix_str(name)
+
+    try:
+        yield step
+        bar.update(1)
+    except BaseException:
+        bar.leave = False
+        raise
+    finally:
+        bar.close()
+
+
+def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n4_shrink: int, n4_iterations,
+                 n_tta_boxes: int, ratio_range, seed: int, threshold: float, closing_radius_vox,
+                 progress: bool = True) -> dict:
+    """Segment one NIfTI scan with the trained cascade, in the scan's own grid and orientation.
+
+    ``image`` is the scan's path, or the scan already read by ``io.load_image`` (not read again).
+
+    Writes ``out_path`` (the 70-region label map) and beside it ``<stem>_volumes.csv``
+    (``export.volume_table``), ``<stem>_contours.json`` (world-space contours),
+    ``<stem>.ctbl`` (3D Slicer) and ``<stem>_itksnap.txt`` (ITK-SNAP).
+
+    Returns
+    -------
+    dict
+        ``n_regions`` found, ``seconds_preprocess``, ``seconds_stage1`` and
+        ``seconds_stage2`` (networks and merging).
+    """
+    from . import cascade, export, postprocess, preprocess
+
+    out = Path(out_path)
+    image_path = Path(image.path if isinstance(image, io.Volume) else image)
+    with _steps(SEGMENT_STEPS, desc=f"segment {image_path.name}", progress=progress) as step:
+        step("load")
+        img = image if isinstance(image, io.Volume) else io.load_image(image_path)
+        if not out.name.endswith((".nii", ".nii.gz")):
+            raise ValueError(f"{out}: output must end in .nii or .nii.gz")
+        if out.resolve() == image_path.resolve():
+            raise ValueError(f"{out}: refusing to overwrite the input image; choose another output path")
+        if min(img.data.shape) < 2:
+            raise ValueError(f"{image_path}: a 3-D volume needs at least 2 voxels on every axis, "
+                             f"got shape {img.data.shape}")
+        s1, s2, priors, record1 = load_cascade(models_dir)
+        kwargs = _cascade_kwargs(record1, priors, n_tta_boxes=n_tta_boxes, ratio_range=ratio_range, seed=seed,
+                                 threshold=threshold, closing_radius_vox=closing_radius_vox)
+
+        step("preprocess")
+        spacing, target_xy = _grid(spacing_mm, fov_mm)
+        t0 = time.perf_counter()
+        try:
+            pre = preprocess.preprocess_case(img.data, None, img.affine, spacing_mm=img.spacing_mm,
+                                             target_spacing_mm=spacing, target_xy=target_xy, n4=bool(n4),
+                                             shrink_factor=int(n4_shrink), iterations=[int(i) for i in n4_iterations])
+        except (ValueError, RuntimeError) as exc:  # SimpleITK reports through RuntimeError
+            raise ValueError(f"{image_path}: cannot preprocess: {str(exc).splitlines()[0]}") from None
+        t_pre = time.perf_counter() - t0
+
+        step("stage 1")
+        found = cascade.run_stage1(s1, pre["image"], priors=kwargs["priors"], part_ranges=kwargs["part_ranges"],
+                                   factor=kwargs["factor"])
+        step("stage 2")
+        res = cascade.run_stage2(s2, pre["image"], found["boxes"], n_boxes=kwargs["n_boxes"],
+                                 ratio_range=kwargs["ratio_range"], seed=kwargs["seed"],
+                                 threshold=kwargs["threshold"], closing_radius_vox=kwargs["closing_radius_vox"])
+
+        step("postprocess")
+        canonical, original = preprocess.restore_geometry(res["labels"], _case_record(img, pre))
+        volumes = export.volume_table({image_path.name: (canonical, img.spacing_mm)})
+        contours = postprocess.contours_from_labels(canonical, img.spacing_mm, img.affine)
+
+        step("write")
+        stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.stem
+        io.save_nifti(out, original, img.original_affine, dtype=np.uint8)
+        io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes)
+        io.write_json(out.with_name(f"{stem}_contours.json"), contours)
+        _write_label_tables(out.with_name(f"{stem}.ctbl"), out.with_name(f"{stem}_itksnap.txt"))
+    return {"n_regions": len(np.unique(canonical)) - 1, "seconds_preprocess": t_pre,
+            "seconds_stage1": sum(found["seconds_per_group"].values()),
+            "seconds_stage2": sum(res["seconds_per_muscle"].values()) + res["seconds_postprocess"]}

@@ -1,0 +1,283 @@
+"""The paper's claims checked against this run's metrics: verdicts, the report and its files.
+
+Every claim (``claim_checks``) gets a verdict computed by a rule whose thresholds come from
+params.yaml's ``claims:`` section (a flat ``thresholds`` dict); nothing is typed by hand:
+
+* ``"reproduced"``: the rule holds on this run's numbers;
+* ``"not reproduced"``: the rule fails;
+* ``"not testable here"``: an input is missing (file absent, key absent, value NaN/None,
+  too few variants), with the reason.
+
+Inputs are the study's metrics: a dict mapping an input name of ``INPUTS`` to the parsed JSON
+(or the per-region rows for ``per_region``), or to None when the file does not exist
+(:func:`read_claim_inputs` builds it from the files).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .. import io
+from . import evaluation
+from .claim_checks import CLAIMS, PAPER_BLOCK_DICE_SPREAD, PAPER_TABLE1_MEAN_DICE
+from .claim_inputs import Context, Untestable
+
+__all__ = [
+    "REPRODUCED",
+    "NOT_REPRODUCED",
+    "NOT_TESTABLE",
+    "VERDICTS",
+    "INPUTS",
+    "THRESHOLD_KEYS",
+    "PAPER_TABLE1_MEAN_DICE",
+    "PAPER_BLOCK_DICE_SPREAD",
+    "evaluate_claims",
+    "count_verdicts",
+    "claims_markdown",
+    "read_claim_inputs",
+    "write_claims",
+]
+
+log = logging.getLogger(__name__)
+
+REPRODUCED = "reproduced"
+NOT_REPRODUCED = "not reproduced"
+NOT_TESTABLE = "not testable here"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE)
+
+#: Input name -> the file it is read from (default locations; used in "not testable" reasons).
+#: The Dice of both stages comes from ``evaluation`` (``llseg evaluate``), per case from ``per_region``.
+INPUTS = {
+    "bias_correction": "metrics/bias_correction.json",
+    "cascade": "metrics/cascade.json",
+    "two_stages": "metrics/two_stages.json",
+    "ablation": "metrics/ablation.json",
+    "dice_table": "metrics/dice_table.json",
+    "volume_msd": "metrics/volume_msd.json",
+    "evaluation": "metrics/evaluation.json",
+    "per_region": "reports/tables/metrics_per_region.csv",
+}
+
+#: params.yaml ``claims:`` keys (all required); ``ablation_dice`` is a string, the rest numbers.
+THRESHOLD_KEYS = (
+    "n4_min_cov_reduction_pct", "n4_min_share_improved", "stage2_min_gain", "stage1_max_estimated_share",
+    "roughness_min_reduction", "box_ratio_min_dice_difference", "tta_min_gain", "similar_dice_tolerance",
+    "ablation_dice", "better_min_gap", "levels_beyond_three_max_gain", "block_max_spread",
+    "overall_dice_tolerance", "count_tolerance", "slightly_worse_max_gap", "worst_k", "table1_min_spearman",
+    "volume_error_tolerance_pct", "msd_tolerance_mm", "most_share", "min_abs_spearman",
+)
+_ABLATION_DICE = ("final_dice", "best_dice")
+
+
+def _check_thresholds(thresholds) -> dict:
+    if not isinstance(thresholds, Mapping):
+        raise TypeError(f"thresholds must be a mapping (params.yaml 'claims:'), got {type(thresholds).__name__}")
+    missing = [k for k in THRESHOLD_KEYS if k not in thresholds]
+    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
+    if missing or unknown:
+        raise ValueError(f"thresholds: missing key(s) {missing}, unknown key(s) {unknown}")
+    out = dict(thresholds)
+    if out["ablation_dice"] not in _ABLATION_DICE:
+        raise ValueError(f"thresholds: ablation_dice must be one of {_ABLATION_DICE}, got {out['ablation_dice']!r}")
+    for k in THRESHOLD_KEYS:
+        if k == "ablation_dice":
+            continue
+        v = out[k]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"thresholds: {k} must be a finite number, got {v!r}")
+    return out
+
+
+def evaluate_claims(inputs: Mapping, thresholds: Mapping, *, stage: str = "stage2",
+                    sources: Mapping | None = None) -> list[dict]:
+    """Check every claim of the paper against this run's metrics.
+
+    Parameters
+    ----------
+    inputs : mapping
+        Input name (a key of ``INPUTS``) -> the parsed JSON of that metrics file (dict), the
+        per-region rows for ``"per_region"`` (list of mappings, as ``llseg evaluate`` writes
+        them), or None when the file is missing. Absent names count as missing.
+    thresholds : mapping
+        params.yaml's ``claims:`` section: every key of ``THRESHOLD_KEYS``, flat values.
+    stage : str, optional
+        Stage of the per-region rows scored (params.yaml ``evaluation.stage``).
+    sources : mapping, optional
+        Input name -> path shown in "not testable" reasons (default ``INPUTS``).
+
+    Returns
+    -------
+    list of dict
+        One dict per claim, in paper order: ``id``, ``section``, ``claim``, ``measured``
+        (str; "n/a" when not testable), ``paper`` (str or number), ``verdict`` (one of
+        ``VERDICTS``), ``reason`` (why not testable, else "") and ``rule`` (in words, with
+        the threshold values filled in).
+
+    Raises
+    ------
+    TypeError
+        ``inputs`` or ``thresholds`` is not a mapping.
+    ValueError
+        A threshold is missing, unknown or not a finite number; an unknown input name.
+
+    Notes
+    -----
+    A rule that needs a missing file, key or a NaN/None value gives ``"not testable here"``
+    with the reason; it never guesses a value.
+    """
+    if not isinstance(inputs, Mapping):
+        raise TypeError(f"inputs must be a mapping of input name -> data, got {type(inputs).__name__}")
+    unknown = sorted(set(inputs) - set(INPUTS))
+    if unknown:
+        raise ValueError(f"inputs: unknown name(s) {unknown}; expected some of {sorted(INPUTS)}")
+    t = _check_thresholds(thresholds)
+    ctx = Context(inputs, t, stage, {**INPUTS, **(sources or {})})
+    out = []
+    for c in CLAIMS:
+        try:
+            measured, holds = c.check(ctx)
+            verdict, reason = (REPRODUCED if holds else NOT_REPRODUCED), ""
+        except Untestable as exc:
+            measured, verdict, reason = "n/a", NOT_TESTABLE, str(exc)
+        paper = float(c.paper) if isinstance(c.paper, (int, float, np.number)) else c.paper
+        out.append({"id": c.id, "section": c.section, "claim": c.claim, "measured": measured, "paper": paper,
+                    "verdict": verdict, "reason": reason, "rule": c.rule(t)})
+        log.debug("claim %s: %s %s", c.id, verdict, reason)
+    return out
+
+
+def count_verdicts(claims: Sequence[Mapping]) -> dict:
+    """Claims per verdict: ``{"reproduced": n, "not reproduced": n, "not testable here": n}``.
+
+    Raises
+    ------
+    ValueError
+        A claim has no ``verdict`` or an unknown one.
+    """
+    counts = dict.fromkeys(VERDICTS, 0)
+    for i, c in enumerate(claims):
+        if c.get("verdict") not in counts:
+            raise ValueError(f"claims[{i}]: verdict must be one of {VERDICTS}, got {c.get('verdict')!r}")
+        counts[c["verdict"]] += 1
+    return counts
+
+
+def _paper_text(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
+
+
+def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequence[str] = ()) -> str:
+    """The claims report: a header, the count per verdict, then one table row per claim.
+
+    Parameters
+    ----------
+    claims : sequence of mapping
+        ``evaluate_claims`` output.
+    profile : str, optional
+        params.yaml profile the run used (shown in the header).
+    notes : sequence of str, optional
+        Extra lines listed under the table (e.g. inputs that were missing).
+
+    Returns
+    -------
+    str
+        GitHub-flavoured Markdown ending in a newline.
+
+    Raises
+    ------
+    ValueError
+        A claim lacks a key or has an unknown verdict.
+    """
+    counts = count_verdicts(claims)
+    rows = []
+    for i, c in enumerate(claims, 1):
+        missing = [k for k in ("id", "section", "claim", "measured", "paper", "verdict", "rule") if k not in c]
+        if missing:
+            raise ValueError(f"claims[{i - 1}] lacks key(s) {missing}")
+        verdict = f"{c['verdict']}: {c['reason']}" if c.get("reason") else c["verdict"]
+        rows.append({"n": str(i), "claim": f"**{c['id']}**: {c['claim']}", "section": c["section"],
+                     "measured": str(c["measured"]), "paper": _paper_text(c["paper"]),
+                     "verdict": f"**{verdict}**" if c["verdict"] == REPRODUCED else verdict, "rule": c["rule"]})
+    lines = [
+        "# Paper claims checked against this run",
+        "",
+        f"Ni et al. 2019, sections 3-4 and abstract. Profile: `{profile or 'unknown'}`. Every verdict is computed by "
+        "`llseg claims` from this run's metrics with the thresholds in `params.yaml` (`claims:`); none is typed "
+        "by hand. \"Not testable here\" means an input file or value was missing or NaN (reason given).",
+        "",
+        f"**{len(claims)} claims: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".**",
+        "",
+        evaluation.table_markdown(rows, {"n": "#", "claim": "claim", "section": "paper section",
+                                         "measured": "this run", "paper": "paper", "verdict": "verdict",
+                                         "rule": "rule"}).rstrip("\n"),
+    ]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def read_claim_inputs(metrics_dir, table) -> tuple[dict, dict, list[str]]:
+    """Read the claims' inputs from ``metrics_dir/<name>.json`` and the per-region ``table``.
+
+    Returns
+    -------
+    inputs : dict
+        Input name -> parsed JSON / per-region rows, or None for a missing file.
+    sources : dict
+        Input name -> the path read (shown in "not testable" reasons).
+    notes : list of str
+        One line per missing file (a missing file is never an error).
+
+    Raises
+    ------
+    ValueError
+        A file exists but is not valid JSON / CSV (the message names it).
+    """
+    inputs, sources, notes = {}, {}, []
+    for name in INPUTS:
+        path = Path(table) if name == "per_region" else Path(metrics_dir) / f"{name}.json"
+        sources[name] = str(path)
+        if not path.exists():
+            inputs[name] = None
+            notes.append(f"`{path}` missing: the claims that need it are not testable here.")
+        else:
+            inputs[name] = io.read_csv(path) if name == "per_region" else io.read_json(path)
+    return inputs, sources, notes
+
+
+def write_claims(metrics_dir, table, out, json_out, *, thresholds: Mapping, stage: str = "stage2",
+                 profile: str = "") -> dict:
+    """Check the claims on the files of one run; write the Markdown report and its JSON.
+
+    Parameters
+    ----------
+    metrics_dir, table : path
+        Folder of the ``metrics/*.json`` inputs and the per-region CSV (``llseg evaluate``).
+    out, json_out : path
+        The Markdown report and the JSON summary to write (atomically).
+    thresholds : mapping
+        params.yaml's ``claims:`` section.
+    stage : str, optional
+        Stage scored by the per-muscle claims (params.yaml ``evaluation.stage``).
+    profile : str, optional
+        params.yaml profile, shown in the report.
+
+    Returns
+    -------
+    dict
+        Claims per verdict (``count_verdicts``).
+    """
+    inputs, sources, notes = read_claim_inputs(metrics_dir, table)
+    found = evaluate_claims(inputs, thresholds, stage=stage, sources=sources)
+    counts = count_verdicts(found)
+    notes.append(f"Per-muscle claims score the `{stage}` labels (params.yaml `evaluation.stage`).")
+    io.write_json(json_out, {"profile": profile, "n_claims": len(found),
+                             **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()}, "claims": found})
+    io.write_text(out, claims_markdown(found, profile=profile, notes=notes))
+    return counts
