@@ -19,7 +19,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 help:
 	@echo "llseg study kit: make <target>"
-	@echo "  study       set up .venv, generate data/ if missing, run the whole study (llseg repro; JOBS=N trains N networks at once)"
+	@echo "  study       set up .venv, generate data/ if missing, run the whole study (llseg repro; JOBS=N trains N networks at once), end with llseg summary"
 	@echo "  test        set up .venv and run the fast test suite (tests not marked slow, ~10 min)"
 	@echo "  test-slow   run the slow tests: data.dvc rebuilt bit for bit, the smoke study through dvc repro"
 	@echo "  data        set up .venv, generate the phantom cohort into data/ if missing, compare it with data.dvc"
@@ -43,8 +43,8 @@ data: setup
 	@dvc status data.dvc
 
 study: data
-	llseg repro $(if $(JOBS),--jobs $(JOBS))
-	@dvc metrics show
+	@start=$$(date +%s); llseg repro $(if $(JOBS),--jobs $(JOBS)) && \
+	  llseg summary --elapsed $$(( $$(date +%s) - start ))
 
 # `make test` runs every test not marked slow (about 10 minutes here, install included);
 # `make test-slow` runs the slow ones: data.dvc regenerated bit for bit, the smoke study through

@@ -39,7 +39,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from llseg import metrics
+from llseg import _surface, metrics
 
 SHAPE = (512, 512, 220)                 # voxels, (X, Y, Z)
 SPACING = (1.0, 1.0, 5.0)               # mm
@@ -167,28 +167,28 @@ def run_backends(pred, truth):
     sp = np.asarray(SPACING)
 
     def scipy_edt(p, t):
-        ps, ts = metrics._surface(p), metrics._surface(t)
+        ps, ts = _surface.surface(p), _surface.surface(t)
         return (ndimage.distance_transform_edt(~ts, sampling=SPACING)[ps],
                 ndimage.distance_transform_edt(~ps, sampling=SPACING)[ts])
 
     def edt_pkg(p, t):
-        ps, ts = metrics._surface(p), metrics._surface(t)
+        ps, ts = _surface.surface(p), _surface.surface(t)
         return (edt.edt(~ts, anisotropy=SPACING, black_border=False, parallel=1)[ps],
                 edt.edt(~ps, anisotropy=SPACING, black_border=False, parallel=1)[ts])
 
     def edt_pkg2(p, t):
-        ps, ts = metrics._surface(p), metrics._surface(t)
+        ps, ts = _surface.surface(p), _surface.surface(t)
         return (edt.edt(~ts, anisotropy=SPACING, black_border=False, parallel=2)[ps],
                 edt.edt(~ps, anisotropy=SPACING, black_border=False, parallel=2)[ts])
 
     def ckdtree(p, t):
-        ps, ts = metrics._surface(p), metrics._surface(t)
+        ps, ts = _surface.surface(p), _surface.surface(t)
         a, b = np.argwhere(ps) * sp, np.argwhere(ts) * sp
         return cKDTree(b).query(a)[0], cKDTree(a).query(b)[0]
 
     def llseg_kd(p, t):
-        with metrics._single_thread():
-            return metrics._both_directions(p, t, SPACING)
+        with _surface.single_thread():
+            return _surface.both_directions(p, t, SPACING)
 
     results, ref = {}, None
     for name, fn in [("scipy EDT (crop)", scipy_edt), ("edt pkg, 1 thread (crop)", edt_pkg),

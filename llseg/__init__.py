@@ -9,27 +9,31 @@ stage-2 probabilities -> labels -> metrics):
 
 ``anatomy``        the 35 muscles, label ids (right i, left i + 35), stage-1 groups, paper values
 ``cohort``         on-disk cohort layout, train/test split, cohort checks
-``io``             NIfTI / JSON / CSV / model files, input and output checks, atomic writes
+``io``             NIfTI / JSON / CSV / model files, atomic writes
+``guards``         checks before heavy work: output paths, all-or-nothing outputs, image content, memory
 ``preprocess``     2.1: N4 bias correction, resampling, field-of-view cropping, geometry restore
 ``models``         2.2, 3.3: 3-D U-Net (plain / residual / dense blocks), FCN-8s, SegNet
 ``custom_layers``  per-sample batch normalisation, max-unpooling (Keras layers)
-``train``          2.2: augmentation, the training loop, padded prediction
+``augment``        2.2.3: rotation, shear and left/right flips of training samples
+``train``          2.2: the training loop, losses, padded prediction
 ``boxes``          2.2.2: bounding boxes, enlargement, the six test-time boxes
 ``stage1``         2.2.1: group localisation on downsampled body parts
 ``box_priors``     2.2.1: boxes of muscles stage 1 misses, from their neighbours
 ``stage2``         2.2.2: per-muscle segmentation on enlarged crops, left/right mirrored
-``postprocess``    2.3: one component per region, closing, conflicts by probability, contours
+``postprocess``    2.3: one component per region, closing, conflicts by probability
+``contours``       2.3: contour simplification (Prasad's RDP bound) and export
 ``cascade``        2.2.3: both stages and postprocessing on one image, with timings
-``metrics``        2.3: Dice, mean surface distance, ASSD, HD95, volumes
+``metrics``        2.3: Dice, mean surface distance, ASSD, HD95, volumes (engine: ``_surface``)
 ``export``         volume tables, colours, 3D Slicer / ITK-SNAP colour tables
 ``pipeline``       the method's file-level steps, one function per ``llseg`` command
 
 The edge: ``cli`` (the ``llseg`` command), ``params`` (params.yaml, validated once),
-``repro`` (DVC wiring: parallel training stages, code dependencies of each stage).
+``repro`` (DVC wiring: parallel training stages, code dependencies of each stage), ``runinfo``
+(the machine and library versions recorded with each result).
 
 ``llseg.phantom``  the digital lower-limb phantom and MR simulator that make the default cohort
 ``llseg.study``    evaluation (Table 1, Fig. 6), comparison (Fig. 4), ablation (Fig. 5), claims,
-                   figures, viewer
+                   figures, viewer, the end-of-study summary
 
 Import submodules explicitly; importing ``llseg`` itself stays cheap (no TensorFlow).
 """

@@ -134,10 +134,11 @@ def cmd_phantom(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from . import cohort, io
+    from . import cohort, guards, io
 
     if args.report:  # before any work: the report must not land on (or in) the cohort's files
-        io.check_output_paths([args.report], [Path(args.data) / d for d in (cohort.IMAGES, cohort.LABELS, cohort.SUBJECTS)])
+        guards.check_output_paths([args.report],
+                                  [Path(args.data) / d for d in (cohort.IMAGES, cohort.LABELS, cohort.SUBJECTS)])
     results = cohort.check_cohort(args.data, require_labels=not args.images_only)
     bad = [r for r in results if not r["ok"]]
     for r in results:
@@ -308,16 +309,16 @@ def _segment_outputs(output) -> list[Path]:
 
 
 def cmd_segment(args) -> int:
-    from . import io, pipeline
+    from . import guards, io, pipeline
 
     params = load_params(args.params)
     # Everything that can be checked is checked before the models load (all-or-nothing outputs, llseg.io).
     outputs = _segment_outputs(args.output)
-    io.check_output_paths(outputs, [args.image, args.params, args.models])
+    guards.check_output_paths(outputs, [args.image, args.params, args.models])
     scan = io.load_image(args.image)
-    io.check_image_content(scan, allow_label_like=args.allow_label_like)
-    io.check_memory(scan, section(params, "preprocess", args.params)["spacing_mm"])
-    with io.atomic_files(outputs) as staged:
+    guards.check_image_content(scan, allow_label_like=args.allow_label_like)
+    guards.check_memory(scan, section(params, "preprocess", args.params)["spacing_mm"])
+    with guards.atomic_files(outputs) as staged:
         found = pipeline.segment_scan(scan, staged[outputs[0]], args.models, progress=not args.quiet,
                                       **_preprocess_kwargs(section(params, "preprocess", args.params)),
                                       **_inference_kwargs(params))
@@ -341,6 +342,7 @@ EPILOG = textwrap.dedent("""\
       llseg evaluate                      score the test predictions (Dice, MSD, volumes)
       llseg train-variant --variant residual --out models/ablation/residual.json   (Figure 5)
       llseg claims                        the paper's claims with this run's numbers and verdicts
+      llseg summary                       mean Dice with intervals, verdicts, machines, where the reports are
       llseg segment scan.nii.gz -o scan_muscles.nii.gz
     """)
 
@@ -354,6 +356,13 @@ def cmd_claims(args) -> int:
     counts = claims.write_claims(args.metrics, args.table, args.out, args.json, thresholds=thresholds, stage=stage,
                                  profile=str(params.get("profile", "")))
     print(f"{args.out}: {sum(counts.values())} claims; " + ", ".join(f"{n} {v}" for v, n in counts.items()))
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .study import summary
+
+    print(summary.study_summary(args.metrics, args.table, args.models, elapsed_s=args.elapsed))
     return 0
 
 
@@ -463,6 +472,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--table", default="reports/tables/metrics_per_region.csv", help="per-region rows (llseg evaluate)")
     sp.add_argument("--out", default="reports/claims.md", help="Markdown report")
     sp.add_argument("--json", default="metrics/claims.json", help="counts per verdict and the claims (DVC metrics)")
+
+    sp = add("summary", cmd_summary, "A short summary of the study's results: mean Dice per stage with its "
+             "confidence interval, claim verdicts, the machines that produced them, where the reports are.",
+             "llseg summary --elapsed 1830")
+    sp.add_argument("--metrics", default="metrics", help="folder of the study's metrics/*.json")
+    sp.add_argument("--table", default="reports/tables/metrics_per_region.csv", help="per-region rows (llseg evaluate)")
+    sp.add_argument("--models", default="models", help="folder of the training records (*.json)")
+    sp.add_argument("--elapsed", type=float, default=None, help="seconds the run took (printed as given)")
 
     sp = add("repro", cmd_repro, "dvc repro, with the training stages run side by side: preprocessing first, "
              "then the changed training stages N at a time (one thread each), then the rest.",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import anatomy, io
+from . import anatomy, guards, io
 
 __all__ = [
     "IMAGES",
@@ -91,7 +91,7 @@ def split_cases(cases, *, test_fraction: float, seed: int) -> dict[str, list[str
     return {"train": train, "test": test}
 
 
-def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: float = io.MAX_SPACING_MM) -> dict:
+def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: float = guards.MAX_SPACING_MM) -> dict:
     """Check one case; return ``{"case", "ok", "problems": [...], ...facts}`` (never raises for bad data).
 
     Checks: readable 3-D NIfTI without NaN; plausible voxel size; label map present, integer,
@@ -111,7 +111,7 @@ def check_case(root, case: str, *, require_labels: bool = True, max_spacing_mm: 
     facts["spacing_mm"] = [round(s, 4) for s in img.spacing_mm]
     facts["orientation"] = "".join(__import__("nibabel").aff2axcodes(img.original_affine))
     try:  # constant image, voxel size beyond the kit's range, a label map in images/
-        io.check_image_content(img, max_spacing_mm=max_spacing_mm)
+        guards.check_image_content(img, max_spacing_mm=max_spacing_mm)
     except ValueError as exc:
         problems.append(str(exc).replace("; pass --allow-label-like if it really is an image", ""))
     label_path = _find(Path(root) / LABELS, case)

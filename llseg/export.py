@@ -23,7 +23,7 @@ __all__ = [
     "muscle_colors",
     "region_volumes_ml",
     "volume_table",
-    "volume_columns",
+    "VOLUME_COLUMNS",
     "slicer_color_table",
     "itksnap_label_descriptions",
     "parse_slicer_color_table",
@@ -82,34 +82,28 @@ def region_volumes_ml(labels, spacing_mm) -> np.ndarray:
     return counts.astype(float) * voxel_ml
 
 
-def volume_columns() -> list[str]:
-    """Column names of :func:`volume_table`, in order.
-
-    ``"subject"``, then for each muscle in Table-1 order ``"<key>_right_ml"``,
-    ``"<key>_left_ml"`` and ``"<key>_asymmetry_pct"`` (1 + 3 x 35 = 106 columns).
-    """
-    cols = ["subject"]
-    for m in anatomy.MUSCLES:
-        cols += [f"{m.key}_right_ml", f"{m.key}_left_ml", f"{m.key}_asymmetry_pct"]
-    return cols
+VOLUME_COLUMNS = ("subject", "muscle", "name", "right_ml", "left_ml", "asymmetry_pct")
+"""Columns of :func:`volume_table`: one row per subject and muscle."""
 
 
-def volume_table(label_maps: dict) -> list[dict]:
-    """Per-subject muscle volumes (mL) for all 70 regions, plus left-right asymmetry.
+def volume_table(label_maps: dict, decimals: int = 2) -> list[dict]:
+    """Muscle volumes (mL) and left-right asymmetry (%), one row per subject and muscle.
 
     Parameters
     ----------
     label_maps : dict of str -> (ndarray, tuple of 3 float)
         Subject id -> ``(labels, spacing_mm)``: an ``(X, Y, Z)`` integer label map (ids 0..70)
         and its voxel spacing in mm. Subjects may have different grids and spacings.
+    decimals : int
+        Decimals kept for the volumes and the asymmetry (voxel counts times a voxel volume
+        carry no more precision than that).
 
     Returns
     -------
     list of dict
-        One row per subject, in the order of ``label_maps``, keys as :func:`volume_columns`:
-        ``"subject"``; per muscle ``"<key>_right_ml"``, ``"<key>_left_ml"`` (voxel count x
-        voxel volume) and ``"<key>_asymmetry_pct"``. Values are Python floats (ready for
-        ``io.write_csv``).
+        Keys :data:`VOLUME_COLUMNS`; subjects in the order of ``label_maps``, muscles in Table-1
+        order. ``asymmetry_pct`` is ``None`` (an empty CSV cell) when the muscle is absent on
+        both legs.
 
     Raises
     ------
@@ -119,13 +113,12 @@ def volume_table(label_maps: dict) -> list[dict]:
     Warns
     -----
     UserWarning
-        Once per subject that lacks some muscle on both legs, naming the subject and the
-        muscles (their asymmetry is NaN).
+        Once per subject that lacks some muscle on both legs, naming the subject and the muscles.
 
     Notes
     -----
     Asymmetry = 100 x (right - left) / ((right + left) / 2): positive when the right muscle is
-    bigger, in [-200, 200]; +-200 when one side is empty; NaN when both sides are empty.
+    bigger, in [-200, 200]; +-200 when one side is empty.
     """
     if not isinstance(label_maps, dict):
         raise TypeError(f"label_maps must be a dict subject -> (labels, spacing_mm), got {type(label_maps).__name__}")
@@ -140,24 +133,19 @@ def volume_table(label_maps: dict) -> list[dict]:
             vol = region_volumes_ml(labels, spacing_mm)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"subject {subject!r}: {exc}") from None
-        row: dict = {"subject": subject}
         missing = []
         for m in anatomy.MUSCLES:
             right, left = float(vol[m.right_label]), float(vol[m.left_label])
             mean = (right + left) / 2.0
-            if mean > 0:
-                asym = 100.0 * (right - left) / mean
-            else:
-                asym = float("nan")
+            asym = round(100.0 * (right - left) / mean, decimals) if mean > 0 else None
+            if asym is None:
                 missing.append(m.key)
-            row[f"{m.key}_right_ml"] = right
-            row[f"{m.key}_left_ml"] = left
-            row[f"{m.key}_asymmetry_pct"] = asym
+            rows.append({"subject": subject, "muscle": m.key, "name": m.name,
+                         "right_ml": round(right, decimals), "left_ml": round(left, decimals),
+                         "asymmetry_pct": asym})
         if missing:
-            warnings.warn(f"subject {subject!r}: {len(missing)} muscle(s) absent on both legs, asymmetry NaN: "
+            warnings.warn(f"subject {subject!r}: {len(missing)} muscle(s) absent on both legs: "
                           f"{', '.join(missing)}", stacklevel=2)
-        rows.append(row)
-    log.debug("volume_table: %d subject(s)", len(rows))
     return rows
 
 

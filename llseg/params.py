@@ -201,6 +201,9 @@ class Claims(_Section):
     msd_tolerance_mm: NonNeg
     most_share: Fraction
     min_abs_spearman: Fraction
+    confidence: Annotated[float, Field(strict=True, gt=0.5, lt=1)]
+    bootstrap_resamples: Annotated[int, Field(strict=True, ge=100)]
+    bootstrap_seed: Seed
 
 
 class Variant(_Section):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import io
+from . import io, runinfo
 
 __all__ = [
     "preprocess_cohort",
@@ -134,12 +134,13 @@ def write_training_record(path, settings: dict, history: dict, *, keep=()) -> Pa
         What the network was trained with (written as given).
     history : dict
         ``train.fit``'s history: ``seconds``, ``val_dice`` and ``final_loss`` (mean of the
-        last 10 losses) are recorded.
+        last 10 losses) are recorded, with the machine (``runinfo.environment``).
     keep : sequence of str
         Further history keys to record as they are (e.g. ``"class_weights"``, ``"n_params"``).
     """
     record = {**settings, **{k: history[k] for k in keep}, "seconds": history["seconds"],
-              "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]}
+              "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"],
+              "environment": runinfo.environment()}
     return io.write_json(path, record)
 
 
@@ -291,7 +292,7 @@ def predict_cases(preprocessed, models_dir, out_dir, *, metrics_path, tables_dir
     Writes, under ``out_dir``: ``study/<case>_stage1.nii.gz``, ``study/<case>_stage2.nii.gz``
     (study grid, for ``llseg evaluate``), ``study/<case>_boxes.json``, ``labels/<case>.nii.gz``
     (the case's own grid and orientation) and one pair of colour tables; ``metrics_path``
-    (timings and estimated boxes per case; the Dice is ``llseg evaluate``'s) and
+    (timings, estimated boxes per case and the machine; the Dice is ``llseg evaluate``'s) and
     ``tables_dir/timing.{csv,md}``.
 
     Returns
@@ -333,7 +334,7 @@ def predict_cases(preprocessed, models_dir, out_dir, *, metrics_path, tables_dir
                "mean_seconds_per_case": float(np.mean([t["seconds_total"] for t in timing])),
                "mean_seconds_per_group": float(np.mean([t["seconds_per_group_mean"] for t in timing])),
                "mean_seconds_per_muscle": float(np.mean([t["seconds_per_muscle_mean"] for t in timing]))}
-    io.write_json(metrics_path, {**summary, "cases": boxes})
+    io.write_json(metrics_path, {**summary, "cases": boxes, "environment": runinfo.environment()})
     io.write_csv(Path(tables_dir) / "timing.csv", timing)
     io.write_text(Path(tables_dir) / "timing.md", _timing_table(summary))
     return summary
@@ -385,7 +386,7 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         ``n_regions`` found, ``seconds_preprocess``, ``seconds_stage1`` and
         ``seconds_stage2`` (networks and merging).
     """
-    from . import cascade, export, postprocess, preprocess
+    from . import cascade, contours, export, preprocess
 
     out = Path(out_path)
     image_path = Path(image.path if isinstance(image, io.Volume) else image)
@@ -425,13 +426,13 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         step("postprocess")
         canonical, original = preprocess.restore_geometry(res["labels"], _case_record(img, pre))
         volumes = export.volume_table({image_path.name: (canonical, img.spacing_mm)})
-        contours = postprocess.contours_from_labels(canonical, img.spacing_mm, img.affine)
+        region_contours = contours.contours_from_labels(canonical, img.spacing_mm, img.affine)
 
         step("write")
         stem = out.name[: -len(".nii.gz")] if out.name.endswith(".nii.gz") else out.stem
         io.save_nifti(out, original, img.original_affine, dtype=np.uint8)
-        io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes)
-        io.write_json(out.with_name(f"{stem}_contours.json"), contours)
+        io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes, fieldnames=export.VOLUME_COLUMNS)
+        io.write_json(out.with_name(f"{stem}_contours.json"), region_contours)
         _write_label_tables(out.with_name(f"{stem}.ctbl"), out.with_name(f"{stem}_itksnap.txt"))
     return {"n_regions": len(np.unique(canonical)) - 1, "seconds_preprocess": t_pre,
             "seconds_stage1": sum(found["seconds_per_group"].values()),

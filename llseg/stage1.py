@@ -22,7 +22,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage as ndi
 
-from . import _validate, anatomy, train
+from . import _validate, anatomy, augment, train
 from . import boxes as bx
 
 __all__ = [
@@ -241,15 +241,15 @@ def class_labels(group: int) -> np.ndarray:
 
 
 def class_mirror(group: int) -> np.ndarray:
-    """Class -> class of the same muscle on the other leg, for ``train.augment(label_mirror=...)``.
+    """Class -> class of the same muscle on the other leg, for ``augment.augment(label_mirror=...)``.
 
     Returns
     -------
     (2k + 1,) ndarray of int64
-        ``train.mirror_table(anatomy.group_labels(group))``: background stays 0; applying it
+        ``augment.mirror_table(anatomy.group_labels(group))``: background stays 0; applying it
         twice is the identity.
     """
-    return train.mirror_table(anatomy.group_labels(group))
+    return augment.mirror_table(anatomy.group_labels(group))
 
 
 # --------------------------------------------------------------------------- training
@@ -266,7 +266,7 @@ class _GroupSampler:
 
     def __call__(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         i = int(rng.integers(len(self.images)))
-        img, lab = train.augment(self.images[i], self.labels[i], rng=rng, label_mirror=self.mirror,
+        img, lab = augment.augment(self.images[i], self.labels[i], rng=rng, label_mirror=self.mirror,
                                  **self.augment_kwargs)
         return img[None, ..., None].astype(np.float32, copy=False), lab[None].astype(np.int32)  # (1,X,Y,Z,1), (1,X,Y,Z)
 
@@ -289,7 +289,7 @@ def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray],
     factor : float or tuple of 3 float, optional
         Downsampling factor (:func:`downsample`): linear for the image, nearest for labels.
     augment_kwargs : mapping, optional
-        Extra keyword arguments of ``train.augment`` (``max_rotation_deg``, ``max_shear``,
+        Extra keyword arguments of ``augment.augment`` (``max_rotation_deg``, ``max_shear``,
         ``flip_lr``, ``spacing_mm`` = the *low-resolution* spacing); ``rng`` and
         ``label_mirror`` are set here (``label_mirror = class_mirror(group)``).
     divisor : int, optional

@@ -14,7 +14,7 @@ uint8 label maps 0..70, see ``llseg.anatomy``). For each muscle:
   geometry.
 * **Training** (:func:`make_sampler`): random case and side, the tight ground-truth box
   randomly enlarged per edge (``boxes.random_enlargement``, ratio 1.0-1.8 in the paper),
-  crop, binary target, then ``train.augment`` *after* cropping (paper 2.2.3); fed to
+  crop, binary target, then ``augment.augment`` *after* cropping (paper 2.2.3); fed to
   ``train.fit``.
 * **Inference** (:func:`predict_region`, :func:`predict_all`): six enlarged boxes around the
   stage-1 box (``boxes.tta_boxes``), each crop through the network, the foreground
@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 from scipy import ndimage
 
-from . import _validate, anatomy, boxes, train
+from . import _validate, anatomy, augment, boxes, train
 
 __all__ = [
     "muscle_box_sizes",
@@ -343,7 +343,7 @@ def make_sampler(images: Sequence, label_maps: Sequence, muscle_key: str, *, siz
     ratio_range : (float, float), optional
         Per-edge enlargement ratio range of the training crops (paper: 1.0 to 1.8).
     augment_kwargs : mapping, optional
-        Keyword arguments of ``train.augment`` (``max_rotation_deg``, ``max_shear``,
+        Keyword arguments of ``augment.augment`` (``max_rotation_deg``, ``max_shear``,
         ``flip_lr``, ``spacing_mm``). ``spacing_mm`` is the *study-grid* spacing; each sample
         passes the crop's effective spacing ``spacing_mm * box_size / size`` so that
         rotations stay physical. ``label_mirror`` is not allowed (the target is binary).
@@ -366,7 +366,7 @@ def make_sampler(images: Sequence, label_maps: Sequence, muscle_key: str, *, siz
     (absent sides are skipped), takes the region's tight ground-truth box, enlarges it with
     ``boxes.random_enlargement`` (so the whole muscle is in the crop), crops and resamples
     image and target to ``size`` (mirroring left sides along X), then applies
-    ``train.augment`` (shear, rotation, left-right flip) to the crop (paper 2.2.3: "for
+    ``augment.augment`` (shear, rotation, left-right flip) to the crop (paper 2.2.3: "for
     stage 2, augmentation was performed after cropping"). All randomness comes from ``rng``.
     """
     m = anatomy.muscle(muscle_key)
@@ -391,7 +391,7 @@ def make_sampler(images: Sequence, label_maps: Sequence, muscle_key: str, *, siz
         x = _crop_to_input(img, box, size, mirror)                            # (X', Y', Z')
         y = labels_to_input(lab[boxes.box_slices(box)] == label, box - box[:, :1], size, mirror=mirror)
         sp = None if spacing is None else tuple(spacing * boxes.box_size(box) / np.asarray(size))
-        x, y = train.augment(x, y, rng=rng, label_mirror=None, spacing_mm=sp, **kwargs)
+        x, y = augment.augment(x, y, rng=rng, label_mirror=None, spacing_mm=sp, **kwargs)
         return x[None, ..., None].astype(np.float32, copy=False), y[None].astype(np.int32)
 
     return sample

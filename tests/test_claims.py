@@ -84,7 +84,7 @@ def verdicts(inputs, t=None, **kwargs):
 # ----------------------------------------------------------------------------- reproduced
 
 def test_params_yaml_has_exactly_the_thresholds():
-    assert set(thresholds()) == set(claims.THRESHOLD_KEYS)
+    assert set(thresholds()) == set(claims.THRESHOLD_KEYS) | set(claims.BOOTSTRAP_DEFAULTS)
 
 
 def test_paper_values_come_from_anatomy():
@@ -103,7 +103,8 @@ def test_every_claim_reproduced_on_paper_like_inputs():
     bad = {c["id"]: (c["verdict"], c["reason"], c["measured"]) for c in found if c["verdict"] != claims.REPRODUCED}
     assert not bad
     for c in found:
-        assert set(c) == {"id", "section", "claim", "measured", "paper", "verdict", "reason", "rule"}
+        assert set(c) == {"id", "section", "claim", "measured", "paper", "verdict", "reason", "rule", "difference",
+                          "ci_low", "ci_high", "threshold", "resampling_unit", "interval", "comparisons"}
         assert c["reason"] == "" and c["measured"] != "n/a" and c["rule"]
 
 
@@ -396,14 +397,16 @@ def test_markdown_one_row_per_claim_and_counts():
     FAILING["msd_mean"](inputs)
     found = claims.evaluate_claims(inputs, thresholds())
     counts = claims.count_verdicts(found)
-    assert counts == {claims.REPRODUCED: len(found) - 13, claims.NOT_REPRODUCED: 1, claims.NOT_TESTABLE: 12}
+    assert counts == {claims.REPRODUCED: len(found) - 13, claims.NOT_REPRODUCED: 1, claims.INCONCLUSIVE: 0,
+                      claims.NOT_TESTABLE: 12}
     md = claims.claims_markdown(found, profile="cpu", notes=["`metrics/ablation.json` missing."])
     rows = _table_rows(md)
     assert len(rows) == len(found)
     for c, row in zip(found, rows):
         assert f"**{c['id']}**" in row
     assert "Profile: `cpu`" in md and "params.yaml" in md
-    assert f"**{len(found)} claims: {len(found) - 13} reproduced, 1 not reproduced, 12 not testable here.**" in md
+    assert (f"**{len(found)} claims: {len(found) - 13} reproduced, 1 not reproduced, 0 inconclusive, "
+            "12 not testable here.**") in md
     assert "not testable here: metrics/ablation.json missing" in md
     assert md.rstrip().endswith("- `metrics/ablation.json` missing.")
     assert "\\|mean MSD" in md  # the rule's bars are escaped, so the row keeps its columns

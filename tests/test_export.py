@@ -50,51 +50,50 @@ def test_region_volumes_rejects_bad_ids_and_dtypes(hand_map):
         export.region_volumes_ml(hand_map[0], (1, 1, 1))
 
 
+def _by_muscle(rows):
+    return {r["muscle"]: r for r in rows}
+
+
 def test_volume_table_matches_count_nonzero(hand_map):
     spacing = (0.8, 1.2, 3.0)
     voxel_ml = 0.8 * 1.2 * 3.0 / 1000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        (row,) = export.volume_table({"s01": (hand_map, spacing)})
-    assert row["subject"] == "s01"
-    for m in anatomy.MUSCLES:
+        rows = export.volume_table({"s01": (hand_map, spacing)}, decimals=9)
+    assert [r["muscle"] for r in rows] == [m.key for m in anatomy.MUSCLES]      # one row per muscle, Table-1 order
+    assert all(tuple(r) == export.VOLUME_COLUMNS and r["subject"] == "s01" for r in rows)
+    for m, row in zip(anatomy.MUSCLES, rows):
+        assert row["name"] == m.name
         for side, label in (("right", m.right_label), ("left", m.left_label)):
             expected = np.count_nonzero(hand_map == label) * voxel_ml
-            assert row[f"{m.key}_{side}_ml"] == pytest.approx(expected, abs=1e-12)
+            assert row[f"{side}_ml"] == pytest.approx(expected, abs=1e-9)
 
 
-def test_volume_table_columns_and_order(hand_map):
+def test_volume_table_rounds(hand_map):
+    """Voxel counts x voxel volume print as 9.04, not 9.040000000000001."""
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels.reshape(-1)[:226] = 1                                                   # 226 x 0.04 mL = 9.04 mL
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        (row,) = export.volume_table({"s01": (hand_map, (1, 1, 1))})
-    cols = list(row)
-    assert cols == export.volume_columns()
-    assert cols[0] == "subject"
-    assert len([c for c in cols if c.endswith("_ml")]) == anatomy.N_REGIONS == 70
-    assert len([c for c in cols if c.endswith("_asymmetry_pct")]) == anatomy.N_MUSCLES == 35
-    # Table-1 order, right then left then asymmetry
-    first = anatomy.MUSCLES[0].key
-    last = anatomy.MUSCLES[-1].key
-    assert cols[1:4] == [f"{first}_right_ml", f"{first}_left_ml", f"{first}_asymmetry_pct"]
-    assert cols[-3:] == [f"{last}_right_ml", f"{last}_left_ml", f"{last}_asymmetry_pct"]
-    assert all(isinstance(row[c], float) for c in cols[1:])
+        row = _by_muscle(export.volume_table({"s": (labels, (2.0, 2.0, 10.0))}))["adductor_brevis"]
+    assert repr(row["right_ml"]) == "9.04" and row["left_ml"] == 0.0 and row["asymmetry_pct"] == 200.0
 
 
 def test_asymmetry_sign_and_edge_values(hand_map):
     with pytest.warns(UserWarning, match=r"'s01'.*absent on both legs"):
-        (row,) = export.volume_table({"s01": (hand_map, (1, 1, 1))})
-    # right 24, left 12 -> 100 * 12 / 18 = +66.7 % (right bigger -> positive)
-    assert row["adductor_brevis_asymmetry_pct"] == pytest.approx(100 * 12 / 18)
+        row = _by_muscle(export.volume_table({"s01": (hand_map, (1, 1, 1))}))
+    # right 24, left 12 -> 100 * 12 / 18 = +66.67 % (right bigger -> positive)
+    assert row["adductor_brevis"]["asymmetry_pct"] == pytest.approx(100 * 12 / 18, abs=0.005)
     # swap the legs -> same magnitude, negative
     swapped = np.where(hand_map == 1, 36, np.where(hand_map == 36, 1, hand_map)).astype(np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        (row2,) = export.volume_table({"s02": (swapped, (1, 1, 1))})
-    assert row2["adductor_brevis_asymmetry_pct"] == pytest.approx(-100 * 12 / 18)
-    # one-voxel right gracilis, no left -> +200 %; muscles absent on both legs -> NaN
-    assert row["gracilis_asymmetry_pct"] == pytest.approx(200.0)
-    assert math.isnan(row["soleus_asymmetry_pct"])
-    assert row["soleus_right_ml"] == 0.0
+        row2 = _by_muscle(export.volume_table({"s02": (swapped, (1, 1, 1))}))
+    assert row2["adductor_brevis"]["asymmetry_pct"] == -row["adductor_brevis"]["asymmetry_pct"]
+    # one-voxel right gracilis, no left -> +200 %; muscles absent on both legs -> no asymmetry (empty cell)
+    assert row["gracilis"]["asymmetry_pct"] == pytest.approx(200.0)
+    assert row["soleus"]["asymmetry_pct"] is None
+    assert row["soleus"]["right_ml"] == 0.0
 
 
 def test_volume_table_several_subjects_and_errors(hand_map):
@@ -102,11 +101,11 @@ def test_volume_table_several_subjects_and_errors(hand_map):
     full.reshape(-1)[:70] = np.arange(1, 71)          # every region once, one voxel each
     with warnings.catch_warnings():
         warnings.simplefilter("error")                # no muscle missing -> no warning
-        rows = export.volume_table({"b": (full, (2.0, 2.0, 2.0)), "a": (full, (1.0, 1.0, 1.0))})
-    assert [r["subject"] for r in rows] == ["b", "a"]  # input order kept
-    assert rows[0]["vastus_medialis_left_ml"] == pytest.approx(8 / 1000)
-    assert rows[1]["vastus_medialis_left_ml"] == pytest.approx(1 / 1000)
-    assert rows[1]["vastus_medialis_asymmetry_pct"] == 0.0
+        rows = export.volume_table({"b": (full, (20.0, 20.0, 20.0)), "a": (full, (10.0, 10.0, 10.0))})
+    assert [r["subject"] for r in rows] == ["b"] * anatomy.N_MUSCLES + ["a"] * anatomy.N_MUSCLES  # input order kept
+    assert _by_muscle(rows[:35])["vastus_medialis"]["left_ml"] == pytest.approx(8.0)
+    assert _by_muscle(rows[35:])["vastus_medialis"]["left_ml"] == pytest.approx(1.0)
+    assert _by_muscle(rows[35:])["vastus_medialis"]["asymmetry_pct"] == 0.0
     assert export.volume_table({}) == []
     bad = hand_map.copy()
     bad[0, 0, 0] = 99

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from llseg import io
+from llseg import guards, io
 
 
 def test_roundtrip_and_canonical_orientation(tmp_path, two_leg_case):
@@ -211,16 +211,16 @@ def test_check_output_paths_refuses_inputs_by_any_spelling(tmp_path):
     for out in (src, tmp_path / "in" / ".." / "in" / "scan.nii.gz", tmp_path / "hard.nii.gz",
                 tmp_path / "alias" / "scan.nii.gz"):
         with pytest.raises(ValueError, match="is the input"):
-            io.check_output_paths([out], [src])
+            guards.check_output_paths([out], [src])
     with pytest.raises(ValueError, match="lies inside the input folder"):
-        io.check_output_paths([tmp_path / "alias" / "new.json"], [src.parent])
+        guards.check_output_paths([tmp_path / "alias" / "new.json"], [src.parent])
     with pytest.raises(ValueError, match="is a folder"):
-        io.check_output_paths([src.parent])
+        guards.check_output_paths([src.parent])
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        io.check_output_paths([src / "x.csv"])
+        guards.check_output_paths([src / "x.csv"])
     with pytest.raises(ValueError, match="the same file as output"):
-        io.check_output_paths([tmp_path / "a.csv", tmp_path / "in" / ".." / "a.csv"])
-    assert io.check_output_paths([tmp_path / "new" / "a.csv"], [src]) == [tmp_path / "new" / "a.csv"]
+        guards.check_output_paths([tmp_path / "a.csv", tmp_path / "in" / ".." / "a.csv"])
+    assert guards.check_output_paths([tmp_path / "new" / "a.csv"], [src]) == [tmp_path / "new" / "a.csv"]
 
 
 def test_atomic_files_all_or_nothing(tmp_path):
@@ -228,15 +228,15 @@ def test_atomic_files_all_or_nothing(tmp_path):
     old.write_text("old")
     targets = [old, tmp_path / "sub" / "b.txt"]
     with pytest.raises(RuntimeError):
-        with io.atomic_files(targets) as staged:
+        with guards.atomic_files(targets) as staged:
             io.write_text(staged[old], "new")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and old.read_text() == "old"
     with pytest.raises(FileNotFoundError, match="b.txt: was not written"):
-        with io.atomic_files(targets) as staged:
+        with guards.atomic_files(targets) as staged:
             io.write_text(staged[old], "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and old.read_text() == "old"
-    with io.atomic_files(targets) as staged:
+    with guards.atomic_files(targets) as staged:
         for path, tmp in staged.items():
             io.write_text(tmp, path.name)
     assert old.read_text() == "a.txt" and (tmp_path / "sub" / "b.txt").read_text() == "b.txt"
@@ -246,18 +246,18 @@ def test_atomic_files_all_or_nothing(tmp_path):
 def test_image_content_and_memory_checks(tmp_path, two_leg_case):
     image, labels, affine = two_leg_case
     vol = io.Volume(image, affine, affine, image.shape, "scan.nii.gz")
-    io.check_image_content(vol)
+    guards.check_image_content(vol)
     with pytest.raises(ValueError, match="scan.nii.gz: this looks like a label map"):
-        io.check_image_content(io.Volume(labels.astype(np.float32), affine, affine, labels.shape, "scan.nii.gz"))
-    io.check_image_content(io.Volume(labels.astype(np.float32), affine, affine, labels.shape, "s"), allow_label_like=True)
+        guards.check_image_content(io.Volume(labels.astype(np.float32), affine, affine, labels.shape, "scan.nii.gz"))
+    guards.check_image_content(io.Volume(labels.astype(np.float32), affine, affine, labels.shape, "s"), allow_label_like=True)
     with pytest.raises(ValueError, match="every voxel is 0"):
-        io.check_image_content(io.Volume(0 * image, affine, affine, image.shape, "s"))
+        guards.check_image_content(io.Volume(0 * image, affine, affine, image.shape, "s"))
     with pytest.raises(ValueError, match=r"voxel size \[2.0, 2.0, 30.0\] mm exceeds 25.0 mm"):
-        io.check_image_content(io.Volume(image, affine @ np.diag([1, 1, 6, 1]), affine, image.shape, "s"))
-    need = io.check_memory(vol, (2.0, 2.0, 5.0), available_bytes=10**9)
+        guards.check_image_content(io.Volume(image, affine @ np.diag([1, 1, 6, 1]), affine, image.shape, "s"))
+    need = guards.check_memory(vol, (2.0, 2.0, 5.0), available_bytes=10**9)
     assert need == 4 * (6 * image.size + 3 * image.size)
     with pytest.raises(ValueError, match=r"scan.nii.gz: preprocessing needs about .* GiB \(resampled grid 48 x 32 x 24"):
-        io.check_memory(vol, (1.0, 1.0, 2.5), available_bytes=1000)
+        guards.check_memory(vol, (1.0, 1.0, 2.5), available_bytes=1000)
 
 
 def test_missing_and_corrupt_model_files_differ(tmp_path):

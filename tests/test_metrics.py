@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from llseg import metrics
+from llseg import _surface, metrics
 from llseg.anatomy import REGIONS, region_name
 from llseg.metrics import (EmptyMaskWarning, average_symmetric_surface_distance, dice, evaluate_regions,
                            hausdorff_distance_95, mean_surface_distance, one_voxel_margin_dice, surface_distances,
@@ -149,7 +149,7 @@ def test_surface_equals_scipy_erosion(shape):
     for _ in range(5):
         m = rng.random(shape) < 0.7
         expected = m ^ ndimage.binary_erosion(m, structure=ndimage.generate_binary_structure(3, 1))
-        np.testing.assert_array_equal(metrics._surface(m), expected)
+        np.testing.assert_array_equal(_surface.surface(m), expected)
 
 
 def test_one_voxel_each_anisotropic(no_warnings):
@@ -235,7 +235,7 @@ def test_scipy_kdtree_fallback_is_identical(monkeypatch, no_warnings):
     rng = np.random.default_rng(7)
     p, t = _blob(rng, (14, 12, 7)), _blob(rng, (14, 12, 7))
     fast = surface_distances(p, t, ANISO)
-    monkeypatch.setattr(metrics, "_PyKDTree", None)
+    monkeypatch.setattr(_surface, "_PyKDTree", None)
     np.testing.assert_array_equal(surface_distances(p, t, ANISO), fast)
 
 

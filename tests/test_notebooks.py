@@ -159,7 +159,7 @@ def _is_path(name: str, value) -> bool:
 
 def test_path_defaults_are_relative_to_notebooks_and_dvc_passes_every_path():
     """JupyterLab (``make lab``) starts kernels in notebooks/, so a default path must start with "../" and
-    name the file the DVC stage passes from the study root (``-p name root/relative/path``)."""
+    name the file that the DVC stage passes relative to the folder it runs the notebook in (``--cwd``)."""
     import re
 
     import yaml
@@ -173,6 +173,11 @@ def test_path_defaults_are_relative_to_notebooks_and_dvc_passes_every_path():
             continue
         cmd = " ".join(stage[0]["cmd"].split())
         passed = dict(re.findall(r'-p (\w+) ("[^"]*"|\S+)', cmd))
+        cwd = re.search(r"--cwd (\S+)", cmd)
+        if not cwd:
+            problems.append(f"{path.name}: dvc.yaml runs it without --cwd (its relative paths would point elsewhere)")
+            continue
+        run_dir = ROOT / cwd.group(1)
         paths = {k: v for k, v in _parameter_defaults(path).items() if _is_path(k, v)}
         if not paths:
             problems.append(f"{path.name}: no path parameters found")
@@ -181,7 +186,7 @@ def test_path_defaults_are_relative_to_notebooks_and_dvc_passes_every_path():
                 problems.append(f"{path.name}: {name} = {default!r} does not work from notebooks/ (needs '../')")
             elif name not in passed:
                 problems.append(f"{path.name}: dvc.yaml does not pass -p {name}")
-            elif (ROOT / passed[name]).resolve() != (NOTEBOOKS / default).resolve():
+            elif (run_dir / passed[name]).resolve() != (NOTEBOOKS / default).resolve():
                 problems.append(f"{path.name}: {name}: default {default!r}, dvc passes {passed[name]!r}")
     assert not problems, "\n".join(problems)
 

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from llseg import anatomy, cascade, io, pipeline, preprocess
+from llseg import anatomy, cascade, io, pipeline, preprocess, runinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_write_box_priors(preprocessed, tmp_path):
 @pytest.mark.parametrize("committed", ["stage1/group_01.json", "stage2/soleus.json"])
 def test_training_record_has_the_committed_keys(tmp_path, committed):
     """The records of stage 1 and stage 2 keep the keys of the committed models/*/*.json."""
-    keys = set(json.loads((ROOT / "models" / committed).read_text()))
+    keys = set(json.loads((ROOT / "models" / committed).read_text())) | {"environment"}  # the machine, recorded since 2026-12
     history = {"loss": list(np.linspace(2.0, 1.0, 30)), "val_dice": [[10, 0.5], [30, 0.6]], "seconds": 12.5,
                "class_weights": [0.5, 1.5], "n_params": 99}
     settings = {k: 1 for k in keys - {"seconds", "final_loss", "val_dice", "class_weights"}}
@@ -125,7 +125,7 @@ def test_predict_cases_writes_labels_timings_and_no_dice(preprocessed, lps_cohor
                                      tables_dir=tmp_path / "tables", **INFERENCE, progress=False)
     (case,) = manifest["split"]["test"]
     metrics = io.read_json(tmp_path / "cascade.json")
-    assert metrics == {**summary, "cases": [{"case": case, "n_estimated_boxes": 1}]}
+    assert metrics == {**summary, "cases": [{"case": case, "n_estimated_boxes": 1}], "environment": runinfo.environment()}
     assert not [k for k in json.dumps(metrics).split('"') if "dice" in k.lower()], "Dice is llseg evaluate's"
     assert summary["mean_seconds_per_case"] == 1.0 and summary["mean_seconds_per_group"] == pytest.approx(0.2)
     assert summary["mean_seconds_per_muscle"] == pytest.approx(0.2) and summary["spacing_mm"] == [2.0, 2.0, 5.0]
@@ -176,7 +176,7 @@ def test_train_stage2_muscle_writes_the_model_and_its_record(preprocessed, tmp_p
         validate_every=1000, max_voxels=512, ratio_range=(1.0, 1.8),
         augment_kwargs={"max_rotation_deg": 0.0, "max_shear": 0.0, "flip_lr": False}, progress=False)
     record = io.read_json(out.with_suffix(".json"))
-    assert set(record) == set(json.loads((ROOT / "models" / "stage2" / "soleus.json").read_text()))
+    assert set(record) == set(json.loads((ROOT / "models" / "stage2" / "soleus.json").read_text())) | {"environment"}
     assert record["muscle"] == "adductor_longus" and record["input_size"] == list(history["input_size"])
     assert record["iterations"] == 2 and record["ratio_range"] == [1.0, 1.8] and record["loss"] == "ce"
     assert out.stat().st_size > 0
@@ -191,6 +191,6 @@ def test_train_stage1_group_writes_the_model_and_its_record(preprocessed, tmp_pa
         validate_every=1000, augment_kwargs={"max_rotation_deg": 0.0, "max_shear": 0.0, "flip_lr": False},
         live_dir=tmp_path / "live", progress=False)
     record = io.read_json(out.with_suffix(".json"))
-    assert set(record) == set(json.loads((ROOT / "models" / "stage1" / "group_01.json").read_text()))
+    assert set(record) == set(json.loads((ROOT / "models" / "stage1" / "group_01.json").read_text())) | {"environment"}
     assert record["group"] == group and record["factor"] == [2.0, 2.0, 1.0] and record["iterations"] == 2
     assert out.stat().st_size > 0 and (tmp_path / "live" / f"group_{group:02d}").is_dir()

@@ -10,16 +10,8 @@ from scipy import ndimage
 from skimage import measure
 
 from llseg import anatomy
-from llseg.postprocess import (
-    _prasad_bound,
-    _prasad_tolerance,
-    clean_region,
-    close_mask,
-    contours_from_labels,
-    keep_largest_component,
-    merge_regions,
-    simplify_contour,
-)
+from llseg.contours import _prasad_bound, _prasad_tolerance, contours_from_labels, simplify_contour
+from llseg.postprocess import clean_region, close_mask, keep_largest_component, merge_regions
 
 
 def _n_components(mask, connectivity=26):

@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import scipy.ndimage as ndi  # noqa: E402
 
-from llseg import anatomy, models, train  # noqa: E402
+from llseg import anatomy, augment, models, train  # noqa: E402
 
 
 class _FixedRng:
@@ -44,7 +44,7 @@ def _point_labels(shape, point):
 def test_augment_keeps_shapes_and_dtypes(img_dtype, lab_dtype):
     image = (np.random.default_rng(0).normal(size=(10, 8, 6)) * 10).astype(img_dtype)
     labels = np.random.default_rng(1).integers(0, 4, size=(10, 8, 6)).astype(lab_dtype)
-    img2, lab2 = train.augment(image, labels, rng=np.random.default_rng(3))
+    img2, lab2 = augment.augment(image, labels, rng=np.random.default_rng(3))
     assert img2.shape == image.shape and lab2.shape == labels.shape
     assert img2.dtype == (img_dtype if np.issubdtype(img_dtype, np.floating) else np.float32)
     assert lab2.dtype == lab_dtype
@@ -55,7 +55,7 @@ def test_augment_keeps_shapes_and_dtypes(img_dtype, lab_dtype):
 def test_augment_does_not_mutate_inputs_and_returns_new_arrays():
     image, labels = _pair()
     img0, lab0 = image.copy(), labels.copy()
-    img2, lab2 = train.augment(image, labels, rng=np.random.default_rng(0), max_rotation_deg=0, max_shear=0,
+    img2, lab2 = augment.augment(image, labels, rng=np.random.default_rng(0), max_rotation_deg=0, max_shear=0,
                                flip_lr=False)
     np.testing.assert_array_equal(image, img0)
     np.testing.assert_array_equal(labels, lab0)
@@ -66,9 +66,9 @@ def test_augment_does_not_mutate_inputs_and_returns_new_arrays():
 
 def test_augment_deterministic_for_a_given_rng():
     image, labels = _pair(shape=(12, 12, 4))
-    a = train.augment(image, labels, rng=np.random.default_rng(42))
-    b = train.augment(image, labels, rng=np.random.default_rng(42))
-    c = train.augment(image, labels, rng=np.random.default_rng(43))
+    a = augment.augment(image, labels, rng=np.random.default_rng(42))
+    b = augment.augment(image, labels, rng=np.random.default_rng(42))
+    c = augment.augment(image, labels, rng=np.random.default_rng(43))
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
@@ -78,8 +78,8 @@ def test_augment_draw_count_independent_of_options():
     # the same seed must leave the generator in the same state whatever the options
     image, labels = _pair()
     r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
-    train.augment(image, labels, rng=r1)
-    train.augment(image, labels, rng=r2, max_rotation_deg=0, max_shear=0, flip_lr=False)
+    augment.augment(image, labels, rng=r1)
+    augment.augment(image, labels, rng=r2, max_rotation_deg=0, max_shear=0, flip_lr=False)
     assert r1.uniform() == r2.uniform()
 
 
@@ -87,7 +87,7 @@ def test_rotation_90_degrees_about_z_known_answer():
     shape = (11, 11, 3)
     lab = _point_labels(shape, (8, 5, 1))         # 3 voxels towards +x from the centre (5, 5, 1)
     img = lab.astype(np.float32)
-    img2, lab2 = train.augment(img, lab, rng=_FixedRng(angle=1.0), max_rotation_deg=90, max_shear=0,
+    img2, lab2 = augment.augment(img, lab, rng=_FixedRng(angle=1.0), max_rotation_deg=90, max_shear=0,
                                flip_lr=False)
     # counter-clockwise seen from superior (right-handed about +z): +x goes to +y
     assert list(zip(*np.nonzero(lab2))) == [(5, 8, 1)]
@@ -98,7 +98,7 @@ def test_rotation_uses_physical_spacing():
     # y voxels are 2 mm: 4 mm along +x becomes 4 mm = 2 voxels along +y
     shape = (11, 11, 3)
     lab = _point_labels(shape, (9, 5, 1))
-    img2, lab2 = train.augment(lab.astype(np.float32), lab, rng=_FixedRng(angle=1.0), max_rotation_deg=90,
+    img2, lab2 = augment.augment(lab.astype(np.float32), lab, rng=_FixedRng(angle=1.0), max_rotation_deg=90,
                                max_shear=0, flip_lr=False, spacing_mm=(1.0, 2.0, 3.0))
     np.testing.assert_allclose(ndi.center_of_mass(img2), (5, 7, 1), atol=1e-6)
     # a 1 x 2 mm voxel turned by 90 degrees is 2 x 1 mm: it covers x = 5 +- 1 voxel, y = 7
@@ -108,7 +108,7 @@ def test_rotation_uses_physical_spacing():
 def test_shear_known_answer():
     shape = (11, 11, 3)
     lab = _point_labels(shape, (5, 9, 2))          # +4 voxels along y
-    _, lab2 = train.augment(lab.astype(np.float32), lab, rng=_FixedRng(shear_xy=1.0), max_rotation_deg=0,
+    _, lab2 = augment.augment(lab.astype(np.float32), lab, rng=_FixedRng(shear_xy=1.0), max_rotation_deg=0,
                             max_shear=0.5, flip_lr=False)
     assert list(zip(*np.nonzero(lab2))) == [(7, 9, 2)]      # x' = x + 0.5 y
 
@@ -117,7 +117,7 @@ def test_flip_happens_about_half_the_time_and_is_exact():
     image, labels = _pair(shape=(6, 5, 4))
     flips = 0
     for seed in range(40):
-        img2, lab2 = train.augment(image, labels, rng=np.random.default_rng(seed), max_rotation_deg=0,
+        img2, lab2 = augment.augment(image, labels, rng=np.random.default_rng(seed), max_rotation_deg=0,
                                    max_shear=0)
         if np.array_equal(lab2, labels[::-1]):
             np.testing.assert_array_equal(img2, image[::-1])
@@ -130,25 +130,25 @@ def test_flip_happens_about_half_the_time_and_is_exact():
 def test_flip_swaps_left_and_right_labels_with_mirror_table():
     # right adductor brevis at large x (RAS+), left at small x, on a mirror-symmetric grid
     right, left = anatomy.label_id("adductor_brevis", "right"), anatomy.label_id("adductor_brevis", "left")
-    table = train.mirror_table([right, left])      # class 1 = right, class 2 = left
+    table = augment.mirror_table([right, left])      # class 1 = right, class 2 = left
     np.testing.assert_array_equal(table, [0, 2, 1])
     labels = np.zeros((8, 3, 2), np.int32)
     labels[5:7] = 1                                # right leg
     labels[1:3] = 2                                # left leg
     image = np.linspace(0, 1, 8)[:, None, None] * np.ones((8, 3, 2), np.float32)
-    img2, lab2 = train.augment(image, labels, rng=_FixedRng(flip_draw=0.1), max_rotation_deg=0, max_shear=0,
+    img2, lab2 = augment.augment(image, labels, rng=_FixedRng(flip_draw=0.1), max_rotation_deg=0, max_shear=0,
                                label_mirror=table)
     np.testing.assert_array_equal(img2, image[::-1])
     # the flipped image shows the former left leg where the right one was: it is now "right"
     np.testing.assert_array_equal(lab2, labels)
     # without the table the ids travel with the voxels
-    _, lab3 = train.augment(image, labels, rng=_FixedRng(flip_draw=0.1), max_rotation_deg=0, max_shear=0)
+    _, lab3 = augment.augment(image, labels, rng=_FixedRng(flip_draw=0.1), max_rotation_deg=0, max_shear=0)
     np.testing.assert_array_equal(lab3, labels[::-1])
 
 
 def test_mirror_table_for_a_stage1_group():
     group = anatomy.group_labels(1)
-    table = train.mirror_table(group)
+    table = augment.mirror_table(group)
     assert table[0] == 0
     np.testing.assert_array_equal(table[table], np.arange(len(group) + 1))     # an involution
     assert np.all(table[1:] != np.arange(1, len(group) + 1))                   # no class maps to itself
@@ -158,34 +158,34 @@ def test_mirror_table_for_a_stage1_group():
 
 def test_mirror_table_errors():
     with pytest.raises(ValueError, match="mirror"):
-        train.mirror_table([1, 2, 36])             # 37, the mirror of 2, is missing
+        augment.mirror_table([1, 2, 36])             # 37, the mirror of 2, is missing
     with pytest.raises(ValueError, match="distinct"):
-        train.mirror_table([1, 36, 1])
+        augment.mirror_table([1, 36, 1])
 
 
 def test_augment_errors():
     image, labels = _pair()
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="shape mismatch"):
-        train.augment(image, labels[:-1], rng=rng)
+        augment.augment(image, labels[:-1], rng=rng)
     with pytest.raises(ValueError, match="3-D"):
-        train.augment(image[..., 0], labels[..., 0], rng=rng)
+        augment.augment(image[..., 0], labels[..., 0], rng=rng)
     with pytest.raises(TypeError, match="integers"):
-        train.augment(image, labels + 0.5, rng=rng)
+        augment.augment(image, labels + 0.5, rng=rng)
     with pytest.raises(ValueError, match="label_mirror has 2 entries"):
-        train.augment(image, labels, rng=rng, label_mirror=np.array([0, 1]))
+        augment.augment(image, labels, rng=rng, label_mirror=np.array([0, 1]))
     with pytest.raises(TypeError, match="label_mirror"):
-        train.augment(image, labels, rng=rng, label_mirror=np.array([0.0, 1.0, 2.0]))
+        augment.augment(image, labels, rng=rng, label_mirror=np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=">= 0"):
-        train.augment(image, labels, rng=rng, max_shear=-0.1)
+        augment.augment(image, labels, rng=rng, max_shear=-0.1)
     with pytest.raises(ValueError, match="spacing_mm"):
-        train.augment(image, labels, rng=rng, spacing_mm=(1.0, 0.0, 1.0))
+        augment.augment(image, labels, rng=rng, spacing_mm=(1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="empty"):
-        train.augment(np.zeros((0, 4, 4), np.float32), np.zeros((0, 4, 4), np.int32), rng=rng)
+        augment.augment(np.zeros((0, 4, 4), np.float32), np.zeros((0, 4, 4), np.int32), rng=rng)
 
 
 def test_augment_one_voxel_volume():
-    img2, lab2 = train.augment(np.ones((1, 1, 1), np.float32), np.ones((1, 1, 1), np.int8),
+    img2, lab2 = augment.augment(np.ones((1, 1, 1), np.float32), np.ones((1, 1, 1), np.int8),
                                rng=np.random.default_rng(0))
     assert img2.shape == (1, 1, 1) and lab2.shape == (1, 1, 1)
 
@@ -461,7 +461,7 @@ def test_tiny_unet_learns_a_sphere_in_noise():
 
     def sample_batch(rng):
         image, labels = _sphere_sample(rng)
-        image, labels = train.augment(image, labels, rng=rng)
+        image, labels = augment.augment(image, labels, rng=rng)
         return image[None, ..., None], labels[None]
 
     def validate(m):

@@ -224,7 +224,7 @@ def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, varia
     ratio_range : (float, float), optional
         Enlargement range of the training crops (``stage2.make_sampler``).
     augment_kwargs : mapping, optional
-        Keyword arguments of ``llseg.train.augment``.
+        Keyword arguments of ``llseg.augment.augment``.
     class_weight_power : float, optional
         Class weighting of the loss (``llseg.train.fit``; 0 = the paper's plain
         cross-entropy).
