@@ -1,15 +1,18 @@
-"""The claims report: every rule on hand-made inputs (reproduced / not reproduced / not testable),
-thresholds from params.yaml, the Markdown table and `llseg claims`."""
+"""The claims report: every rule on hand-made inputs (reproduced / not reproduced / inconclusive /
+not testable), thresholds from params.yaml, the bootstrap intervals, the Markdown table and `llseg claims`."""
 import copy
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from llseg import anatomy, cli, io
-from llseg.study import claims
+from llseg.study import claim_checks, claims
+from llseg.study.claim_checks import CLAIMS
+from llseg.study.claim_inputs import bootstrap_interval, compare
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -513,3 +516,87 @@ def test_write_claims_without_the_cli(tmp_path):
     summary = io.read_json(js)
     assert summary["n_reproduced"] == 5 and summary["profile"] == "cpu"
     assert f"`{tmp_path / 'none.csv'}` missing" in out.read_text()
+
+
+# ----------------------------------------------------------------------------- intervals
+
+def _judge(values, threshold=0.0, rule="above"):
+    values = np.asarray(values, dtype=float)
+    return claims.judge(compare(values.mean(), rule, threshold, ([values], "test case"), lambda a: a.mean(axis=1)),
+                        n_resamples=500)
+
+
+def test_bootstrap_interval_is_seeded_and_covers_the_mean():
+    values = np.random.default_rng(1).normal(0.01, 0.02, 13)
+    twice = [bootstrap_interval([values], lambda a: a.mean(axis=1), n_resamples=500, seed=3) for _ in range(2)]
+    assert twice[0] == twice[1]
+    low, high = twice[0]
+    assert low < values.mean() < high and high - low < 4 * values.std()
+    assert bootstrap_interval([values], lambda a: a.mean(axis=1), n_resamples=500, seed=4) != twice[0]
+    with pytest.raises(ValueError, match=">= 2 units"):
+        bootstrap_interval([values[:1]], lambda a: a.mean(axis=1))
+
+
+def test_interval_decides_the_verdict():
+    assert _judge([0.001, -0.004, 0.006, -0.002, 0.003])["verdict"] == claims.INCONCLUSIVE   # straddles 0
+    clear = _judge([0.10, 0.12, 0.09, 0.11])
+    assert clear["verdict"] == claims.REPRODUCED and 0.09 <= clear["ci_low"] < clear["ci_high"] <= 0.12
+    assert clear["resampling_unit"] == "test case" and "per test case" in clear["interval"]
+    assert _judge([-0.10, -0.12, -0.09])["verdict"] == claims.NOT_REPRODUCED
+    assert _judge([0.01, -0.01, 0.005], 0.02, "within")["verdict"] == claims.REPRODUCED
+    assert _judge([0.03, -0.03, 0.0], 0.02, "within")["verdict"] == claims.INCONCLUSIVE
+    assert _judge([0.03, -0.03, 0.0], 0.005, "outside")["verdict"] == claims.INCONCLUSIVE
+    single = claims.judge(compare(0.001, "above", 0.0, "no interval: single value"))
+    assert single["verdict"] == claims.REPRODUCED and single["ci_low"] is None
+    assert single["interval"] == "+0.001 (no interval: single value)"
+
+
+def _cases(n):
+    """``n`` test cases of per-region rows; case i scales Dice by 1 - 0.01 i."""
+    return [{**r, "case": f"c{i}", "dice": r["dice"] * (1 - 0.01 * i) if r["stage"] == "stage2" else r["dice"]}
+            for i in range(n) for r in region_rows()]
+
+
+def test_claims_on_several_cases_get_intervals_in_json_and_report(tmp_path):
+    inputs = good_inputs()
+    inputs["per_region"] = _cases(3)
+    d2 = float(np.mean([float(r["dice"]) for r in inputs["per_region"] if r["stage"] == "stage2"]))
+    inputs["evaluation"].update(dice_mean_stage1=0.1, dice_mean_stage2=d2)   # the table's stage-1 rows: 0.1
+    found = verdicts(inputs)["stage2_beats_stage1"]
+    assert found["verdict"] == claims.REPRODUCED and found["resampling_unit"] == "test case (n=3)"
+    assert found["ci_low"] > 0 and found["difference"] == pytest.approx(d2 - 0.1)
+    # the evaluation JSON of another run than the table: no interval, said plainly
+    assert verdicts(good_inputs() | {"per_region": _cases(3)})["stage2_beats_stage1"]["ci_low"] is None
+    js, md = tmp_path / "claims.json", tmp_path / "claims.md"
+    (tmp_path / "metrics").mkdir()
+    for name in claims.INPUTS:
+        if name != "per_region":
+            io.write_json(tmp_path / "metrics" / f"{name}.json", inputs[name])
+    io.write_csv(tmp_path / "per_region.csv", inputs["per_region"])
+    counts = claims.write_claims(tmp_path / "metrics", tmp_path / "per_region.csv", md, js, thresholds=thresholds())
+    summary = json.loads(js.read_text())
+    assert summary["n_inconclusive"] == counts[claims.INCONCLUSIVE] and summary["confidence"] == 0.95
+    by = {c["id"]: c for c in summary["claims"]}
+    assert by["stage2_beats_stage1"]["ci_low"] == pytest.approx(found["ci_low"])
+    assert "no interval" in by["more_filters_help"]["resampling_unit"]
+    header = [ln for ln in md.read_text().splitlines() if ln.startswith("|")][0]
+    assert "interval" in header
+    assert "per test case (n=3)" in md.read_text() and "95%" in md.read_text()
+
+
+def test_figure4_regions_resampled_per_case():
+    from llseg.study import comparison
+    rows = [{"case": f"c{i}", "label": lb, "variant": v, "dice": 0.8 + (0.02 if v == "stage2_tta" else 0) + 0.01 * i,
+             "roughness": 1.1} for i in range(3) for lb in (1, 2) for v in comparison.VARIANTS]
+    inputs = good_inputs()
+    inputs["two_stages"]["per_region"] = comparison.region_values(rows)
+    inputs["two_stages"]["mean_dice"] = {v: 0.81 + (0.02 if v == "stage2_tta" else 0) for v in comparison.VARIANTS}
+    found = verdicts(inputs)
+    assert found["tta_beats_single_crop"]["resampling_unit"] == "test case (n=3)"
+    assert found["tta_beats_single_crop"]["ci_low"] == pytest.approx(0.02)
+    assert found["tta_beats_single_crop"]["verdict"] == claims.REPRODUCED
+
+
+def test_every_claim_has_a_named_check():
+    for c in CLAIMS:
+        assert c.check.__name__ == c.id and c.id in claim_checks.__all__

@@ -12,16 +12,20 @@ panel d (five levels) do not enter panels a-c.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
+from .. import anatomy
 from . import evaluation
 
 __all__ = ["Untestable", "Context", "finite", "spearman", "above", "at_most", "at_least", "fmt", "series",
-           "blocks", "archs", "ablation_note", "fmt_series"]
+           "blocks", "archs", "ablation_note", "fmt_series", "RULES", "Comparison", "holds", "interval_holds",
+           "bootstrap_interval", "compare", "by_case", "fig4_regions", "nanmean_units", "muscle_means", "spearman_rows"]
 
 
 #: Float noise (e.g. means of equal values summed in another order) is not a difference: every
@@ -206,3 +210,178 @@ def ablation_note(ctx) -> str:
 
 def fmt_series(series: dict) -> str:
     return ", ".join(f"{x}: {fmt(d)}" for x, d in series.items())
+
+
+# ----------------------------------------------------------------------------- intervals
+
+#: Rules a comparison can state: ``difference`` vs ``threshold``.
+RULES = ("above", "at_least", "at_most", "within", "outside")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One comparison of a claim: ``difference`` against ``threshold`` by ``rule``.
+
+    ``samples`` hold the data the difference rests on, one test unit (case or region) per
+    entry of axis 0; ``statistic`` maps the arrays with a leading resample axis, shape
+    ``(n_resamples, n_units, ...)``, to the differences, shape ``(n_resamples,)``. Without
+    samples the comparison has no interval and ``single`` says why.
+    """
+    difference: float
+    rule: str
+    threshold: float
+    samples: tuple = ()
+    statistic: Callable | None = None
+    unit: str = ""
+    single: str = "single value"
+
+
+def holds(x: float, rule: str, threshold: float) -> bool:
+    """Whether ``x`` satisfies ``rule`` (one of ``RULES``) at ``threshold``, with float slack."""
+    checks = {"above": lambda: above(x, threshold), "at_least": lambda: at_least(x, threshold),
+              "at_most": lambda: at_most(x, threshold), "within": lambda: at_most(abs(x), threshold),
+              "outside": lambda: at_least(abs(x), threshold)}
+    if rule not in checks:
+        raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+    return checks[rule]()
+
+
+def interval_holds(low: float, high: float, rule: str, threshold: float) -> bool | None:
+    """True when ``rule`` holds for every value in ``[low, high]``, False when for none, else None."""
+    if rule == "outside":  # |x| >= t: fails on (-t, t), which may sit inside the interval
+        if holds(low, "at_least", threshold) or holds(high, "at_most", -threshold):
+            return True
+        return False if holds(low, "above", -threshold) and not holds(high, "at_least", threshold) else None
+    ends = (holds(low, rule, threshold), holds(high, rule, threshold))
+    if rule == "within" and low < -threshold and high > threshold:
+        return None  # both ends fail, the middle holds
+    return ends[0] if ends[0] == ends[1] else None
+
+
+def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: float = 0.95,
+                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Paired percentile bootstrap interval of ``statistic`` (``scipy.stats.bootstrap``).
+
+    Parameters
+    ----------
+    samples : sequence of ndarray
+        Arrays sharing axis 0 (the test units: cases or regions), resampled together.
+    statistic : callable
+        ``statistic(*arrays) -> (n_resamples,)``, the arrays with a leading resample axis.
+    confidence : float, optional
+        Confidence level of the two-sided interval.
+    n_resamples, seed : int, optional
+        Resamples drawn and the seed of their generator (same seed, same interval).
+
+    Returns
+    -------
+    (float, float)
+        Lower and upper bound, in the statistic's units.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two units, or arrays of different lengths.
+    """
+    arrays = [np.asarray(s, dtype=float) for s in samples]
+    n = len(arrays[0]) if arrays else 0
+    if n < 2 or any(len(a) != n for a in arrays):
+        raise ValueError(f"need >= 2 units shared by every sample, got lengths {[len(a) for a in arrays]}")
+
+    def on_units(index, axis=-1):  # scipy resamples unit indices: the arrays stay paired
+        flat = np.asarray(index).reshape(-1, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: nan-aware means
+            out = np.asarray(statistic(*[a[flat] for a in arrays]), dtype=float)
+        return out.reshape(np.shape(index)[:-1])
+
+    res = stats.bootstrap((np.arange(n),), on_units, vectorized=True, n_resamples=int(n_resamples),
+                          confidence_level=float(confidence), method="percentile",
+                          rng=np.random.default_rng(int(seed)))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def compare(difference: float, rule: str, threshold: float, resample=None, statistic: Callable | None = None) -> Comparison:
+    """A :class:`Comparison`; ``resample`` is ``(samples, unit)`` from :func:`by_case` / :func:`fig4_regions`,
+    or a str saying why there is nothing to resample (a single value). Data whose statistic is
+    not ``difference`` (files of different runs) give no interval, with the reason."""
+    if resample is None or isinstance(resample, str):
+        return Comparison(float(difference), rule, float(threshold), single=resample or "single value")
+    samples, unit = resample
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        point = float(np.asarray(statistic(*[np.asarray(a, dtype=float)[None] for a in samples])).ravel()[0])
+    if not np.isclose(point, difference, rtol=1e-6, atol=1e-9):  # e.g. a table from another run than the JSON
+        return Comparison(float(difference), rule, float(threshold),
+                          single=f"no interval: the data to resample give {point:+.4g}, not {difference:+.4g}")
+    return Comparison(float(difference), rule, float(threshold), tuple(samples), statistic, unit)
+
+
+def _case_arrays(rows, columns, stage) -> tuple[list[str], list[np.ndarray]]:
+    """Per-region rows -> the case ids and one (n_cases, n_muscles, 2 sides) array per column
+    (NaN where a row or value is missing), muscles in Table-1 order, sides right, left."""
+    keys = {m.key: i for i, m in enumerate(anatomy.MUSCLES)}
+    rows = [r for r in rows if isinstance(r, Mapping) and r.get("stage", stage) == stage
+            and r.get("muscle") in keys and r.get("side") in ("right", "left")]
+    cases = sorted({str(r.get("case")) for r in rows})
+    at = {c: i for i, c in enumerate(cases)}
+    out = [np.full((len(cases), len(keys), 2), np.nan) for _ in columns]
+    for r in rows:
+        for a, c in zip(out, columns):
+            try:
+                a[at[str(r.get("case"))], keys[r["muscle"]], int(r["side"] == "left")] = float(r.get(c))
+            except (TypeError, ValueError):
+                continue
+    return cases, out
+
+
+def by_case(ctx, *columns, stages: Sequence[str] = ()) -> tuple[list[np.ndarray], str] | str:
+    """The per-region ``columns`` of ``ctx.stage`` (or of each of ``stages``, column-major) as
+    ``(n_cases, n_muscles, 2)`` arrays with the test case as resampling unit, or why not (str)."""
+    rows = ctx.inputs.get("per_region")
+    if not rows:
+        return f"no interval: {ctx.sources['per_region']} missing"
+    arrays, cases = [], set()
+    for stage in stages or (ctx.stage,):
+        found, a = _case_arrays(rows, columns, stage)
+        arrays += a
+        cases.add(tuple(found))
+    if len(cases) != 1 or len(next(iter(cases))) < 2:
+        return f"no interval: {min(len(c) for c in cases)} test case(s) in {ctx.sources['per_region']}"
+    return arrays, f"test case (n={len(next(iter(cases)))})"
+
+
+def fig4_regions(ctx, column: str, variants: Sequence[str]) -> tuple[list[np.ndarray], str] | str:
+    """``metrics/two_stages.json`` ``per_region`` values of ``variants`` as (n_units, n) arrays:
+    units = test cases, or the regions when the comparison covers one case; or why not (str)."""
+    per = ctx.data("two_stages").get("per_region")
+    table = per.get(column) if isinstance(per, Mapping) else None
+    if not isinstance(table, Mapping) or any(v not in table for v in variants):
+        return f"no interval: {ctx.sources['two_stages']} stores means only (no 'per_region.{column}')"
+    arrays = [np.array([[np.nan if x is None else x for x in row] for row in table[v]], dtype=float)
+              for v in variants]
+    if arrays[0].ndim != 2 or any(a.shape != arrays[0].shape for a in arrays):
+        return f"no interval: {ctx.sources['two_stages']} 'per_region.{column}' is not (cases x regions)"
+    if len(arrays[0]) >= 2:
+        return arrays, f"test case (n={len(arrays[0])})"
+    if arrays[0].shape[1] < 2:
+        return "no interval: one region"
+    return [a.T for a in arrays], f"region of one case (n={arrays[0].shape[1]})"
+
+
+def nanmean_units(a: np.ndarray) -> np.ndarray:
+    """Mean over every axis but the first (the resample axis), ignoring NaN: (B, ...) -> (B,)."""
+    return np.nanmean(a.reshape(len(a), -1), axis=1)
+
+
+def muscle_means(a: np.ndarray) -> np.ndarray:
+    """Per-muscle means of (B, n_cases, n_muscles, 2) resampled arrays, ignoring NaN -> (B, n_muscles)."""
+    return np.nanmean(a, axis=(1, 3))
+
+
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman rho per row of (B, m) arrays (ties averaged, NaN ranked last)."""
+    rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
+    rx, ry = rx - rx.mean(axis=1, keepdims=True), ry - ry.mean(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (rx * ry).sum(axis=1) / np.sqrt((rx ** 2).sum(axis=1) * (ry ** 2).sum(axis=1))

@@ -5,8 +5,15 @@ params.yaml's ``claims:`` section (a flat ``thresholds`` dict); nothing is typed
 
 * ``"reproduced"``: the rule holds on this run's numbers;
 * ``"not reproduced"``: the rule fails;
+* ``"inconclusive"``: the confidence interval of the difference contains the threshold;
 * ``"not testable here"``: an input is missing (file absent, key absent, value NaN/None,
   too few variants), with the reason.
+
+A comparison whose data has one value per test unit (per-region rows, per-case counts, the
+Figure-4 regions) gets a paired bootstrap interval over those units (``confidence``,
+``bootstrap_resamples``, ``bootstrap_seed`` of ``claims:``) and reads "reproduced" / "not
+reproduced" only when the whole interval agrees; a comparison of single values keeps a point
+verdict and says so ("no interval: ...").
 
 Inputs are the study's metrics: a dict mapping an input name of ``INPUTS`` to the parsed JSON
 (or the per-region rows for ``per_region``), or to None when the file does not exist
@@ -24,15 +31,18 @@ import numpy as np
 from .. import io
 from . import evaluation
 from .claim_checks import CLAIMS, PAPER_BLOCK_DICE_SPREAD, PAPER_TABLE1_MEAN_DICE
-from .claim_inputs import Context, Untestable
+from .claim_inputs import Comparison, Context, Untestable, bootstrap_interval, holds, interval_holds
 
 __all__ = [
     "REPRODUCED",
     "NOT_REPRODUCED",
     "NOT_TESTABLE",
+    "INCONCLUSIVE",
     "VERDICTS",
     "INPUTS",
     "THRESHOLD_KEYS",
+    "BOOTSTRAP_DEFAULTS",
+    "judge",
     "PAPER_TABLE1_MEAN_DICE",
     "PAPER_BLOCK_DICE_SPREAD",
     "evaluate_claims",
@@ -47,7 +57,8 @@ log = logging.getLogger(__name__)
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
 NOT_TESTABLE = "not testable here"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_TESTABLE)
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
 
 #: Input name -> the file it is read from (default locations; used in "not testable" reasons).
 #: The Dice of both stages comes from ``evaluation`` (``llseg evaluate``), per case from ``per_region``.
@@ -70,6 +81,8 @@ THRESHOLD_KEYS = (
     "overall_dice_tolerance", "count_tolerance", "slightly_worse_max_gap", "worst_k", "table1_min_spearman",
     "volume_error_tolerance_pct", "msd_tolerance_mm", "most_share", "min_abs_spearman",
 )
+#: params.yaml ``claims:`` interval settings (optional here; params.py validates them).
+BOOTSTRAP_DEFAULTS = {"confidence": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0}
 _ABLATION_DICE = ("final_dice", "best_dice")
 
 
@@ -77,13 +90,13 @@ def _check_thresholds(thresholds) -> dict:
     if not isinstance(thresholds, Mapping):
         raise TypeError(f"thresholds must be a mapping (params.yaml 'claims:'), got {type(thresholds).__name__}")
     missing = [k for k in THRESHOLD_KEYS if k not in thresholds]
-    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS))
+    unknown = sorted(set(thresholds) - set(THRESHOLD_KEYS) - set(BOOTSTRAP_DEFAULTS))
     if missing or unknown:
         raise ValueError(f"thresholds: missing key(s) {missing}, unknown key(s) {unknown}")
-    out = dict(thresholds)
+    out = {**BOOTSTRAP_DEFAULTS, **thresholds}
     if out["ablation_dice"] not in _ABLATION_DICE:
         raise ValueError(f"thresholds: ablation_dice must be one of {_ABLATION_DICE}, got {out['ablation_dice']!r}")
-    for k in THRESHOLD_KEYS:
+    for k in (*THRESHOLD_KEYS, *BOOTSTRAP_DEFAULTS):
         if k == "ablation_dice":
             continue
         v = out[k]
@@ -92,8 +105,59 @@ def _check_thresholds(thresholds) -> dict:
     return out
 
 
+def judge(comparison: Comparison, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
+          interval: bool = True) -> dict:
+    """The verdict of one comparison, with the interval of its difference where data allow.
+
+    Parameters
+    ----------
+    comparison : Comparison
+        From a claim check (``claim_inputs.compare``).
+    confidence, n_resamples, seed
+        Bootstrap settings (params.yaml ``claims:`` ``confidence``, ``bootstrap_resamples``,
+        ``bootstrap_seed``).
+    interval : bool, optional
+        False: judge the point value only, as if there were no data to resample.
+
+    Returns
+    -------
+    dict
+        ``verdict`` (reproduced / not reproduced / inconclusive), ``difference``, ``ci_low``,
+        ``ci_high`` (None without an interval; units of the difference), ``threshold``,
+        ``rule`` (``claim_inputs.RULES``), ``resampling_unit`` (or why there is no interval)
+        and ``interval`` (the text of the report's column).
+    """
+    c = comparison
+    resample = interval and c.statistic is not None and bool(c.samples)
+    single = c.single if c.statistic is None or not c.samples else "no interval asked"
+    out = {"difference": c.difference, "ci_low": None, "ci_high": None, "threshold": c.threshold, "rule": c.rule,
+           "resampling_unit": c.unit if resample else single}
+    if not resample:
+        verdict = REPRODUCED if holds(c.difference, c.rule, c.threshold) else NOT_REPRODUCED
+        return {"verdict": verdict, **out, "interval": f"{c.difference:+.3g} ({single})"}
+    low, high = bootstrap_interval(c.samples, c.statistic, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    inside = interval_holds(low, high, c.rule, c.threshold)
+    verdict = INCONCLUSIVE if inside is None else REPRODUCED if inside else NOT_REPRODUCED
+    return {"verdict": verdict, **out, "ci_low": low, "ci_high": high,
+            "interval": f"{c.difference:+.3g} [{low:+.3g}, {high:+.3g}] per {c.unit}"}
+
+
+def _interval_text(results: Sequence[Mapping]) -> str:
+    """The report's interval cell: each comparison's text, a shared "no interval" reason said once."""
+    single = {r["resampling_unit"] for r in results if r["ci_low"] is None}
+    if len(results) > 1 and len(single) == 1 and all(r["ci_low"] is None for r in results):
+        return "; ".join(f"{r['difference']:+.3g}" for r in results) + f" ({single.pop()})"
+    return "; ".join(r["interval"] for r in results)
+
+
+def _combine(results: Sequence[Mapping]) -> str:
+    """All comparisons of a claim must hold: any "not reproduced" wins, then "inconclusive"."""
+    found = {r["verdict"] for r in results}
+    return next(v for v in (NOT_REPRODUCED, INCONCLUSIVE, REPRODUCED) if v in found)
+
+
 def evaluate_claims(inputs: Mapping, thresholds: Mapping, *, stage: str = "stage2",
-                    sources: Mapping | None = None) -> list[dict]:
+                    sources: Mapping | None = None, intervals: bool = True) -> list[dict]:
     """Check every claim of the paper against this run's metrics.
 
     Parameters
@@ -108,14 +172,18 @@ def evaluate_claims(inputs: Mapping, thresholds: Mapping, *, stage: str = "stage
         Stage of the per-region rows scored (params.yaml ``evaluation.stage``).
     sources : mapping, optional
         Input name -> path shown in "not testable" reasons (default ``INPUTS``).
+    intervals : bool, optional
+        False: point verdicts only (for comparing with the verdicts before intervals).
 
     Returns
     -------
     list of dict
         One dict per claim, in paper order: ``id``, ``section``, ``claim``, ``measured``
         (str; "n/a" when not testable), ``paper`` (str or number), ``verdict`` (one of
-        ``VERDICTS``), ``reason`` (why not testable, else "") and ``rule`` (in words, with
-        the threshold values filled in).
+        ``VERDICTS``), ``reason`` (why not testable, else ""), ``rule`` (in words, with
+        the threshold values filled in), the deciding comparison's ``difference``, ``ci_low``,
+        ``ci_high``, ``threshold``, ``resampling_unit`` and ``interval`` (:func:`judge`; None /
+        "" when not testable) and ``comparisons`` (every comparison of the claim).
 
     Raises
     ------
@@ -127,7 +195,8 @@ def evaluate_claims(inputs: Mapping, thresholds: Mapping, *, stage: str = "stage
     Notes
     -----
     A rule that needs a missing file, key or a NaN/None value gives ``"not testable here"``
-    with the reason; it never guesses a value.
+    with the reason; it never guesses a value. A claim of several comparisons (all must hold)
+    reports the one that decides its verdict.
     """
     if not isinstance(inputs, Mapping):
         raise TypeError(f"inputs must be a mapping of input name -> data, got {type(inputs).__name__}")
@@ -136,22 +205,30 @@ def evaluate_claims(inputs: Mapping, thresholds: Mapping, *, stage: str = "stage
         raise ValueError(f"inputs: unknown name(s) {unknown}; expected some of {sorted(INPUTS)}")
     t = _check_thresholds(thresholds)
     ctx = Context(inputs, t, stage, {**INPUTS, **(sources or {})})
+    settings = {"confidence": t["confidence"], "n_resamples": int(t["bootstrap_resamples"]),
+                "seed": int(t["bootstrap_seed"]), "interval": bool(intervals)}
+    empty = dict.fromkeys(("difference", "ci_low", "ci_high", "threshold", "resampling_unit"), None)
     out = []
     for c in CLAIMS:
         try:
-            measured, holds = c.check(ctx)
-            verdict, reason = (REPRODUCED if holds else NOT_REPRODUCED), ""
+            measured, comparisons = c.check(ctx)
+            comparisons = (comparisons,) if isinstance(comparisons, Comparison) else tuple(comparisons)
+            results = [judge(k, **settings) for k in comparisons]
+            verdict, reason = _combine(results), ""
+            decisive = next(r for r in results if r["verdict"] == verdict)
+            interval = _interval_text(results)
         except Untestable as exc:
-            measured, verdict, reason = "n/a", NOT_TESTABLE, str(exc)
+            measured, verdict, reason, results, decisive, interval = "n/a", NOT_TESTABLE, str(exc), [], empty, ""
         paper = float(c.paper) if isinstance(c.paper, (int, float, np.number)) else c.paper
         out.append({"id": c.id, "section": c.section, "claim": c.claim, "measured": measured, "paper": paper,
-                    "verdict": verdict, "reason": reason, "rule": c.rule(t)})
+                    "verdict": verdict, "reason": reason, "rule": c.rule(t), **{k: decisive[k] for k in empty},
+                    "interval": interval, "comparisons": results})
         log.debug("claim %s: %s %s", c.id, verdict, reason)
     return out
 
 
 def count_verdicts(claims: Sequence[Mapping]) -> dict:
-    """Claims per verdict: ``{"reproduced": n, "not reproduced": n, "not testable here": n}``.
+    """Claims per verdict: ``{"reproduced": n, "not reproduced": n, "inconclusive": n, "not testable here": n}``.
 
     Raises
     ------
@@ -172,7 +249,9 @@ def _paper_text(value) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
-def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequence[str] = ()) -> str:
+def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequence[str] = (),
+                    confidence: float = BOOTSTRAP_DEFAULTS["confidence"],
+                    resamples: int = BOOTSTRAP_DEFAULTS["bootstrap_resamples"]) -> str:
     """The claims report: a header, the count per verdict, then one table row per claim.
 
     Parameters
@@ -183,6 +262,8 @@ def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequ
         params.yaml profile the run used (shown in the header).
     notes : sequence of str, optional
         Extra lines listed under the table (e.g. inputs that were missing).
+    confidence, resamples : optional
+        Bootstrap settings, named in the header.
 
     Returns
     -------
@@ -203,18 +284,25 @@ def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequ
         verdict = f"{c['verdict']}: {c['reason']}" if c.get("reason") else c["verdict"]
         rows.append({"n": str(i), "claim": f"**{c['id']}**: {c['claim']}", "section": c["section"],
                      "measured": str(c["measured"]), "paper": _paper_text(c["paper"]),
+                     "interval": c.get("interval") or "",
                      "verdict": f"**{verdict}**" if c["verdict"] == REPRODUCED else verdict, "rule": c["rule"]})
     lines = [
         "# Paper claims checked against this run",
         "",
         f"Ni et al. 2019, sections 3-4 and abstract. Profile: `{profile or 'unknown'}`. Every verdict is computed by "
         "`llseg claims` from this run's metrics with the thresholds in `params.yaml` (`claims:`); none is typed "
-        "by hand. \"Not testable here\" means an input file or value was missing or NaN (reason given).",
+        "by hand. \"Not testable here\" means an input file or value was missing or NaN (reason given). "
+        f"The interval column gives the value (mostly a difference) the rule compares with its threshold and, where the data "
+        f"have one value per test unit, its {confidence:.0%} paired percentile bootstrap interval ({resamples} "
+        "resamples, seeded; the resampling unit is named: a test case carries all its regions). A verdict is "
+        "\"reproduced\" or \"not reproduced\" only when the interval lies wholly on one side of the threshold, "
+        "else \"inconclusive\"; a difference of single values (\"no interval\") keeps a point verdict.",
         "",
         f"**{len(claims)} claims: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".**",
         "",
         evaluation.table_markdown(rows, {"n": "#", "claim": "claim", "section": "paper section",
-                                         "measured": "this run", "paper": "paper", "verdict": "verdict",
+                                         "measured": "this run", "paper": "paper",
+                                         "interval": "value compared [interval] per unit", "verdict": "verdict",
                                          "rule": "rule"}).rstrip("\n"),
     ]
     if notes:
@@ -277,7 +365,11 @@ def write_claims(metrics_dir, table, out, json_out, *, thresholds: Mapping, stag
     found = evaluate_claims(inputs, thresholds, stage=stage, sources=sources)
     counts = count_verdicts(found)
     notes.append(f"Per-muscle claims score the `{stage}` labels (params.yaml `evaluation.stage`).")
+    t = {**BOOTSTRAP_DEFAULTS, **thresholds}
     io.write_json(json_out, {"profile": profile, "n_claims": len(found),
-                             **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()}, "claims": found})
-    io.write_text(out, claims_markdown(found, profile=profile, notes=notes))
+                             **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()},
+                             "confidence": t["confidence"], "bootstrap_resamples": t["bootstrap_resamples"],
+                             "bootstrap_seed": t["bootstrap_seed"], "claims": found})
+    io.write_text(out, claims_markdown(found, profile=profile, notes=notes, confidence=t["confidence"],
+                                       resamples=t["bootstrap_resamples"]))
     return counts

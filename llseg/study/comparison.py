@@ -51,6 +51,7 @@ __all__ = [
     "compare_case",
     "compare_cases",
     "summarize",
+    "region_values",
     "summary_table",
     "centre_slice",
     "panel_figure",
@@ -436,6 +437,38 @@ def summarize(rows: Sequence[Mapping], *, box_source: str | None = None, paired:
     if paired:
         out["n_paired"] = n_paired
     return out
+
+
+def region_values(rows: Sequence[Mapping]) -> dict:
+    """Dice and roughness of every variant per (case, region), for the claims' bootstrap intervals.
+
+    Parameters
+    ----------
+    rows : sequence of mapping
+        :func:`compare_case` rows (any column as CSV text or numbers).
+
+    Returns
+    -------
+    dict
+        ``cases`` (sorted ids), ``labels`` (sorted region labels) and, for ``dice`` and
+        ``roughness`` (roughness: perimeter ratio, 1 = convex), ``{variant: [[value per label]
+        per case]}`` for every name in ``VARIANTS``; NaN where a row or value is missing
+        (``metrics/two_stages.json`` key ``per_region``).
+    """
+    cases = sorted({str(r["case"]) for r in rows})
+    labels = sorted({int(r["label"]) for r in rows})
+    index = {(str(r["case"]), int(r["label"]), r["variant"]): r for r in rows}
+
+    def value(case, label, variant, column):
+        row = index.get((case, label, variant))
+        try:
+            return float(row[column]) if row is not None else float("nan")
+        except (TypeError, ValueError):
+            return float("nan")
+
+    return {"cases": cases, "labels": labels,
+            **{column: {v: [[value(c, lb, v, column) for lb in labels] for c in cases] for v in VARIANTS}
+               for column in ("dice", "roughness")}}
 
 
 def summary_table(rows: Sequence[Mapping], *, titles: Mapping[str, str] | None = None) -> list[dict]:
