@@ -1,7 +1,7 @@
 """The claim verdicts of two complete runs of the same code on two CPUs, with and without intervals
 (issue 19; run by hand, not by the tests).
 
-    .venv/bin/python benchmarks/claims_across_machines.py [--old 43d8b00] [--new HEAD] [--params params.yaml]
+    .venv/bin/python benchmarks/claims_across_machines.py [--old 43d8b00] [--new 567b580] [--params params.yaml]
 
 Extracts each run's claim inputs (``metrics/*.json``, ``reports/tables/metrics_per_region.csv``)
 from git into a temporary folder, checks the claims with the thresholds and bootstrap settings of
@@ -65,7 +65,7 @@ def verdicts(inputs: dict, thresholds: dict, *, intervals: bool) -> dict[str, di
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--old", default="43d8b00", help="first run (default: the AMD EPYC run)")
-    parser.add_argument("--new", default="HEAD", help="second run (default: HEAD, the Intel Xeon run)")
+    parser.add_argument("--new", default="567b580", help="second run (default: the Intel Xeon run)")
     parser.add_argument("--params", default=str(ROOT / "params.yaml"), help="params.yaml with the claims: section")
     args = parser.parse_args(argv)
     thresholds = yaml.safe_load(Path(args.params).read_text())["claims"]
