@@ -278,22 +278,7 @@ def average_symmetric_surface_distance(pred, truth, spacing_mm) -> float:
     """Average symmetric surface distance (ASSD, mm): the mean of the distances of both
     directions pooled together.
 
-    Parameters
-    ----------
-    pred, truth : (X, Y, Z) ndarray of bool
-        Segmented and ground-truth masks.
-    spacing_mm : tuple of 3 float
-        Voxel size (mm) along X, Y, Z; None means 1 mm.
-
-    Returns
-    -------
-    float
-        ASSD in mm; NaN (with an ``EmptyMaskWarning``) if either mask is empty.
-
-    Raises
-    ------
-    ValueError, TypeError
-        As for ``dice``, or a bad ``spacing_mm``.
+    Parameters, errors and empty masks as :func:`mean_surface_distance`; returns mm.
 
     Notes
     -----
@@ -306,22 +291,7 @@ def average_symmetric_surface_distance(pred, truth, spacing_mm) -> float:
 def hausdorff_distance_95(pred, truth, spacing_mm) -> float:
     """95th-percentile Hausdorff distance (HD95, mm) of the pooled surface distances.
 
-    Parameters
-    ----------
-    pred, truth : (X, Y, Z) ndarray of bool
-        Segmented and ground-truth masks.
-    spacing_mm : tuple of 3 float
-        Voxel size (mm) along X, Y, Z; None means 1 mm.
-
-    Returns
-    -------
-    float
-        HD95 in mm; NaN (with an ``EmptyMaskWarning``) if either mask is empty.
-
-    Raises
-    ------
-    ValueError, TypeError
-        As for ``dice``, or a bad ``spacing_mm``.
+    Parameters, errors and empty masks as :func:`mean_surface_distance`; returns mm.
 
     Notes
     -----

@@ -49,6 +49,8 @@ __all__ = [
     "probs_from_input",
     "make_sampler",
     "predict_region",
+    "validation_crops",
+    "crop_dice",
     "make_validator",
     "predict_all",
 ]
@@ -314,15 +316,15 @@ def _probs_from_input(prob: np.ndarray, box: np.ndarray, mirror: bool) -> np.nda
 
 
 def _image_regions(images: Sequence, label_maps: Sequence, muscle_key: str) -> list[tuple]:
-    """``(image, label map, label, tight box)`` per (case, side) where the muscle is present, after
-    checking the images once (same count as the maps, finite, same shapes)."""
+    """``(case index, image, label map, label, tight box)`` per (case, side) where the muscle is
+    present, after checking the images once (same count as the maps, finite, same shapes)."""
     if len(images) != len(label_maps):
         raise ValueError(f"images and label_maps differ in length: {len(images)} vs {len(label_maps)}")
     images = [_validate.volume(img, f"images[{i}]") for i, img in enumerate(images)]
     out = []
     for i, lab, label, tight in _tight_boxes(label_maps, muscle_key):
         _validate.same_shape(images[i], lab, f"images[{i}]", f"label_maps[{i}]")
-        out.append((images[i], lab, label, tight))
+        out.append((i, images[i], lab, label, tight))
     return out
 
 
@@ -379,7 +381,7 @@ def make_sampler(images: Sequence, label_maps: Sequence, muscle_key: str, *, siz
     spacing = kwargs.pop("spacing_mm", None)
     spacing = None if spacing is None else np.asarray(_validate.spacing(spacing, 3))
     cases = [(img, lab, label, tight, label == m.left_label)     # (..., mirror)
-             for img, lab, label, tight in _image_regions(images, label_maps, m.key)]
+             for _, img, lab, label, tight in _image_regions(images, label_maps, m.key)]
     if not cases:
         raise ValueError(f"make_sampler: muscle {m.key!r} (labels {m.right_label}, {m.left_label}) is absent "
                          f"from all {len(label_maps)} label maps")
@@ -455,28 +457,54 @@ def _predict_region(model, image: np.ndarray, b: np.ndarray, size, mirror: bool,
     return boxes.box_slices(union), acc
 
 
+def validation_crops(images: Sequence, label_maps: Sequence, muscle_key: str, *, ratio: float = 1.4) -> list[tuple]:
+    """The held-out crops of one muscle: every (case, side) where it exists, at its ground-truth
+    box enlarged by ``ratio`` on every edge (a single box, no test-time augmentation).
+
+    Returns
+    -------
+    list of tuple
+        ``(case_index, side, image, truth, box, mirror)`` per crop: the index into ``images``,
+        ``"right"`` or ``"left"``, the case's image, the bool truth inside the box, the box and
+        whether the crop is mirrored (left side).
+    """
+    m = anatomy.muscle(muscle_key)
+    crops = []
+    for i, image, labels, label, tight in _image_regions(images, label_maps, m.key):
+        box = boxes.enlarge_box(tight, (ratio,) * 3, (ratio,) * 3, labels.shape)
+        left = label == m.left_label
+        crops.append((i, "left" if left else "right", image, labels[boxes.box_slices(box)] == label, box, left))
+    return crops
+
+
+def crop_dice(model, crops: Sequence[tuple], *, size) -> np.ndarray:
+    """Dice of ``model``'s thresholded output inside each of :func:`validation_crops`.
+
+    Returns
+    -------
+    (n_crops,) ndarray of float
+        One Dice per crop, in the order of ``crops`` (1.0 where prediction and truth are empty).
+    """
+    scores = []
+    for _, _, image, truth, box, mirror in crops:
+        proba = train.predict_proba(model, _crop_to_input(image, box, size, mirror))
+        pred = _probs_from_input(1.0 - proba[..., 0], box, mirror) >= 0.5
+        denom = pred.sum() + truth.sum()
+        scores.append(2.0 * np.logical_and(pred, truth).sum() / denom if denom else 1.0)
+    return np.asarray(scores, dtype=float)
+
+
 def make_validator(images: Sequence, label_maps: Sequence, muscle_key: str, *, size, ratio: float = 1.4):
-    """A ``validate(model) -> mean Dice`` callable for ``train.fit``: every (case, side) where the
-    muscle exists, cropped at its ground-truth box enlarged by ``ratio`` on every edge (a single
-    box, no test-time augmentation), Dice of the thresholded output inside the crop.
+    """A ``validate(model) -> mean Dice`` callable for ``train.fit``: the mean of :func:`crop_dice`
+    over :func:`validation_crops`.
 
     Used for the training curves (monitoring only: no model selection is made from it).
     Returns NaN when no case contains the muscle.
     """
-    m = anatomy.muscle(muscle_key)
-    items = []
-    for image, labels, label, tight in _image_regions(images, label_maps, m.key):
-        box = boxes.enlarge_box(tight, (ratio,) * 3, (ratio,) * 3, labels.shape)
-        items.append((image, labels[boxes.box_slices(box)] == label, box, label == m.left_label))
+    crops = validation_crops(images, label_maps, muscle_key, ratio=ratio)
 
     def validate(model) -> float:
-        scores = []
-        for image, truth, box, mirror in items:
-            proba = train.predict_proba(model, _crop_to_input(image, box, size, mirror))
-            pred = _probs_from_input(1.0 - proba[..., 0], box, mirror) >= 0.5
-            denom = pred.sum() + truth.sum()
-            scores.append(2.0 * np.logical_and(pred, truth).sum() / denom if denom else 1.0)
-        return float(np.mean(scores)) if scores else float("nan")
+        return float(np.mean(crop_dice(model, crops, size=size))) if crops else float("nan")
 
     return validate
 

@@ -8,10 +8,11 @@ import re
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from llseg import cli, io  # noqa: E402
-from llseg.study import ablation  # noqa: E402
+from llseg.study import ablation, ablation_results  # noqa: E402
 from _oracles import unet_param_count  # noqa: E402
 
 BASE = {"arch": "unet", "levels": 3, "root_filters": 16, "block": "plain", "panel": ["a", "b", "c"]}
@@ -114,9 +115,12 @@ def test_train_variant_two_iterations_logs_curves(two_leg_case, tmp_path):
     assert len(history["loss"]) == 2 and all(math.isfinite(v) for v in history["loss"])
     assert [step for step, _ in history["val_dice"]] == [1, 2]
     assert all(0.0 <= dice <= 1.0 for _, dice in history["val_dice"])
-    curves = ablation.read_curves(tmp_path, {"residual": {**spec, "panel": ["c"]}})
+    curves = ablation_results.read_curves(tmp_path, {"residual": {**spec, "panel": ["c"]}})
     assert [(r["panel"], r["step"]) for r in curves] == [("c", 1), ("c", 2)]
     assert [r["dice"] for r in curves] == pytest.approx([d for _, d in history["val_dice"]])
+    # The end-of-training Dice per held-out crop (the units the claims resample) average to the last point.
+    assert [(c["case"], c["side"]) for c in history["final_crop_dice"]] == [(0, "right"), (0, "left")]
+    assert np.mean([c["dice"] for c in history["final_crop_dice"]]) == pytest.approx(history["val_dice"][-1][1])
 
 
 def test_train_variant_segnet_and_bad_size(two_leg_case):
@@ -155,7 +159,7 @@ def hand_curves(tmp_path):
 
 
 def test_read_curves_tidy_rows(hand_curves):
-    rows = ablation.read_curves(hand_curves, _table())
+    rows = ablation_results.read_curves(hand_curves, _table())
     base = [(r["panel"], r["step"], r["dice"]) for r in rows if r["variant"] == "baseline"]
     assert base == [(p, s, d) for p in "abc" for s, d in ((2, 0.4), (4, 0.6), (6, 0.7))]   # once per panel, sorted
     assert [(r["panel"], r["step"]) for r in rows if r["variant"] == "dense"] == [("c", 2), ("c", 4), ("c", 6)]
@@ -165,24 +169,24 @@ def test_read_curves_tidy_rows(hand_curves):
 
 def test_read_curves_errors(hand_curves):
     with pytest.raises(FileNotFoundError, match="no validation curve for variant 'extra'"):
-        ablation.read_curves(hand_curves, {**_table(), "extra": BASE})
+        ablation_results.read_curves(hand_curves, {**_table(), "extra": BASE})
     _write_tsv(hand_curves, "dense", "step\tloss\n2\t0.2\n")
     with pytest.raises(ValueError, match="expected tab-separated columns 'step' and 'dice'"):
-        ablation.read_curves(hand_curves, _table())
+        ablation_results.read_curves(hand_curves, _table())
     _write_tsv(hand_curves, "dense", "step\tdice\n2\tabc\n")
     with pytest.raises(ValueError, match="non-numeric"):
-        ablation.read_curves(hand_curves, _table())
+        ablation_results.read_curves(hand_curves, _table())
 
 
 def test_read_runs(tmp_path):
     io.write_json(tmp_path / "baseline.json", {"n_params": 1, "seconds": 2.0})
-    assert ablation.read_runs(tmp_path, {"baseline": BASE}) == {"baseline": {"n_params": 1, "seconds": 2.0}}
+    assert ablation_results.read_runs(tmp_path, {"baseline": BASE}) == {"baseline": {"n_params": 1, "seconds": 2.0}}
     with pytest.raises(FileNotFoundError, match="no training record for variant 'dense'"):
-        ablation.read_runs(tmp_path, {"baseline": BASE, "dense": _variant(block="dense")})
+        ablation_results.read_runs(tmp_path, {"baseline": BASE, "dense": _variant(block="dense")})
 
 
 def test_summarize_known_answers(hand_curves):
-    summary = ablation.summarize(ablation.read_curves(hand_curves, _table()), _table(), _runs(),
+    summary = ablation_results.summarize(ablation_results.read_curves(hand_curves, _table()), _table(), _runs(),
                                  settings={"iterations": 6})
     by = {r["variant"]: r for r in summary}
     assert [r["variant"] for r in summary] == ["baseline", "dense", "segnet_5"]
@@ -194,48 +198,48 @@ def test_summarize_known_answers(hand_curves):
     assert by["baseline"]["early_dice"] == pytest.approx(0.4) and by["dense"]["early_dice"] == pytest.approx(0.2)
     assert math.isnan(by["segnet_5"]["early_dice"])              # first validation only, and it is undefined
     long = [{"variant": "dense", "panel": "c", "step": s, "dice": s / 100} for s in range(25, 301, 25)]
-    (row,) = ablation.summarize(long, {"dense": _table()["dense"]}, _runs())
+    (row,) = ablation_results.summarize(long, {"dense": _table()["dense"]}, _runs())
     assert row["early_dice"] == pytest.approx(0.5)                  # mean of steps 25, 50, 75 (<= 300 / 4)
-    one = ablation.summarize([{"variant": "dense", "panel": "c", "step": 2, "dice": 0.3}], {"dense": _table()["dense"]},
+    one = ablation_results.summarize([{"variant": "dense", "panel": "c", "step": 2, "dice": 0.3}], {"dense": _table()["dense"]},
                              _runs(), n_last=2)
     assert one[0]["final_dice"] == 0.3                           # fewer validations than n_last: their mean
 
 
 def test_summarize_rejects_missing_and_stale_runs(hand_curves):
-    curves = ablation.read_curves(hand_curves, _table())
+    curves = ablation_results.read_curves(hand_curves, _table())
     with pytest.raises(ValueError, match="'dense' has no training record"):
-        ablation.summarize(curves, _table(), {k: v for k, v in _runs().items() if k != "dense"})
+        ablation_results.summarize(curves, _table(), {k: v for k, v in _runs().items() if k != "dense"})
     with pytest.raises(ValueError, match=r"'baseline'.*other settings.*'levels': \(4, 3\)"):
-        ablation.summarize(curves, _table(), {**_runs(), "baseline": {**_runs()["baseline"], "levels": 4}})
+        ablation_results.summarize(curves, _table(), {**_runs(), "baseline": {**_runs()["baseline"], "levels": 4}})
     with pytest.raises(ValueError, match=r"'iterations': \(6, 300\)"):
-        ablation.summarize(curves, _table(), _runs(), settings={"iterations": 300})
+        ablation_results.summarize(curves, _table(), _runs(), settings={"iterations": 300})
     with pytest.raises(ValueError, match=r"lacks \['seconds'\]"):
-        ablation.summarize(curves, _table(), {**_runs(), "dense": {"n_params": 3}})
+        ablation_results.summarize(curves, _table(), {**_runs(), "dense": {"n_params": 3}})
 
 
 def test_metrics_markdown_panels_and_figure(hand_curves):
-    curves = ablation.read_curves(hand_curves, _table())
-    summary = ablation.summarize(curves, _table(), _runs())
-    m = ablation.ablation_metrics(summary, muscle="Adductor brevis", iterations=6)
+    curves = ablation_results.read_curves(hand_curves, _table())
+    summary = ablation_results.summarize(curves, _table(), _runs())
+    m = ablation_results.ablation_metrics(summary, muscle="Adductor brevis", iterations=6)
     assert set(m) == {"variants", "muscle", "iterations"} and (m["muscle"], m["iterations"]) == ("adductor_brevis", 6)
     assert set(m["variants"]["dense"]) == {"panel", "arch", "levels", "root_filters", "block", "final_dice",
                                            "best_dice", "early_dice", "n_params", "seconds"}
     assert m["variants"]["baseline"]["panel"] == ["a", "b", "c"] and m["variants"]["segnet_5"]["panel"] == ["d"]
     assert m["variants"]["segnet_5"]["final_dice"] is None                   # NaN -> null
     json.dumps(m, allow_nan=False)                                           # strict JSON
-    md = ablation.summary_markdown(summary)
+    md = ablation_results.summary_markdown(summary)
     assert len(md.splitlines()) == 2 + 3 and re.search(r"\| baseline +\| a,b,c +\|", md)
     assert "340,226" in md and "n/a" in md                                    # NaN Dice shown as n/a
-    panels = {p["panel"]: p for p in ablation.panel_summary(summary)}
+    panels = {p["panel"]: p for p in ablation_results.panel_summary(summary)}
     assert set(panels) == {"a", "b", "c", "d"}
     assert panels["c"]["ranking"] == "baseline 0.650 > dense 0.400" and panels["c"]["spread"] == pytest.approx(0.25)
     assert math.isnan(panels["d"]["spread"])
-    fig = ablation.ablation_figure(curves, summary, title="test")
+    fig = ablation_results.ablation_figure(curves, summary, title="test")
     axes = fig.axes
     assert [len(ax.get_lines()) for ax in axes] == [1, 1, 2, 1]
     assert axes[2].get_title(loc="left") == "(c) convolution block"
     assert "340 k params" in axes[0].get_legend().get_texts()[0].get_text()
-    empty = ablation.ablation_figure(curves, [r for r in summary if r["variant"] == "dense"])
+    empty = ablation_results.ablation_figure(curves, [r for r in summary if r["variant"] == "dense"])
     assert any("no variant in this panel" in t.get_text() for t in empty.axes[0].texts)
     import matplotlib.pyplot as plt
 
@@ -260,7 +264,7 @@ def test_cli_train_variant_on_smoke_study(smoke_study, tmp_path, capsys):
     assert [s for s, _ in record["val_dice"]] == [1, 2] and record["seconds"] > 0
     assert not list(out.parent.glob("*.keras"))                 # the ablation keeps no model file
     assert (tmp_path / "live" / "baseline" / "metrics.json").exists()
-    curves = ablation.read_curves(tmp_path / "live", {"baseline": BASE})
+    curves = ablation_results.read_curves(tmp_path / "live", {"baseline": BASE})
     assert [r["step"] for r in curves if r["panel"] == "a"] == [1, 2]
 
 

@@ -2,6 +2,7 @@
 import shutil
 from pathlib import Path
 
+import numpy as np
 import papermill as pm
 import pytest
 
@@ -241,7 +242,11 @@ def test_02_two_stages(two_stage_inputs, tmp_path):
         assert (out / "figures" / f"{stem}.svg").exists()
     m = io.read_json(out / "two_stages.json")
     variants = {"stage1", "stage2_gt_box", "stage2_box_ratio_low", "stage2_box_ratio_high", "stage2_tta"}
-    assert set(m) == {"mean_dice", "mean_roughness", "ratios", "n_cases", "n_regions", "muscle", "case"}
+    assert set(m) == {"mean_dice", "mean_roughness", "ratios", "n_cases", "n_regions", "muscle", "case", "per_region"}
+    per_region = m["per_region"]                     # the claims' bootstrap units: (case, region) per variant
+    assert len(per_region["cases"]) == m["n_cases"] and len(per_region["labels"]) == m["n_regions"]
+    assert set(per_region["dice"]) == variants
+    assert np.nanmean(per_region["dice"]["stage1"]) == pytest.approx(m["mean_dice"]["stage1"])
     assert set(m["mean_dice"]) == set(m["mean_roughness"]) == variants
     assert all(0 <= v <= 1 for v in m["mean_dice"].values())
     assert m["n_regions"] == 70 and m["ratios"] == [1.2, 1.8] and m["muscle"] == "adductor_longus"

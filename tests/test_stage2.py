@@ -240,6 +240,20 @@ def test_make_validator_perfect_blind_and_errors(two_leg_case, monkeypatch):
         stage2.make_validator([image, image], [labels], "adductor_longus", size=(8, 8, 8))
 
 
+def test_crop_dice_per_case_and_side_averages_to_the_validator(two_leg_case, monkeypatch):
+    image, labels, _ = two_leg_case
+    monkeypatch.setattr(train, "predict_proba", _fake_intensity_model)
+    perfect, blind = (labels > 0).astype(np.float32), np.zeros(labels.shape, np.float32)
+    crops = stage2.validation_crops([blind, perfect], [labels, labels], "adductor_longus")
+    assert [(c[0], c[1]) for c in crops] == [(0, "right"), (0, "left"), (1, "right"), (1, "left")]
+    assert all(c[5] == (c[1] == "left") for c in crops)           # left crops are mirrored
+    dice = stage2.crop_dice(None, crops, size=(8, 12, 12))
+    assert dice.shape == (4,) and np.all(dice[:2] == 0.0) and np.all(dice[2:] > 0.95)
+    validate = stage2.make_validator([blind, perfect], [labels, labels], "adductor_longus", size=(8, 12, 12))
+    assert validate(None) == pytest.approx(dice.mean())
+    assert stage2.validation_crops([perfect], [labels], "gracilis") == []
+
+
 # --------------------------------------------------------------------------- prediction
 
 

@@ -16,11 +16,8 @@ training samples and augmentations) and the same test cases, so the curves diffe
 network. Training reuses stage 2's sampler and validator and ``train.fit`` unchanged.
 
 Functions: :func:`variant_table` (validation), :func:`input_size` (the shared input size),
-:func:`train_variant`, :func:`read_curves` (dvclive TSV files -> tidy rows), :func:`read_runs`
-(the JSON training records), :func:`summarize` (per-variant final / best Dice, parameters,
-seconds), :func:`panel_summary` (per-panel ranking next to the paper's finding),
-:func:`ablation_metrics` (the ``metrics/ablation.json`` document), :func:`summary_markdown` and
-:func:`ablation_figure` (Figure 5).
+:func:`train_variant` and :func:`train_variant_record`. Reading the trained variants back
+(curves, summary, ``metrics/ablation.json``, Figure 5) is ``llseg.study.ablation_results``.
 
 References
 ----------
@@ -28,9 +25,7 @@ X. Ni et al., J. Med. Imag. 6(4), 044009 (2019), sections 2.2.2 and 3.3, Figs. 2
 """
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import numbers
 import re
 from collections.abc import Mapping, Sequence
@@ -48,13 +43,6 @@ __all__ = [
     "input_size",
     "train_variant",
     "train_variant_record",
-    "read_curves",
-    "read_runs",
-    "summarize",
-    "panel_summary",
-    "ablation_metrics",
-    "summary_markdown",
-    "ablation_figure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -241,7 +229,9 @@ def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, varia
         The trained network, input ``(N, X, Y, Z, 1)``, output ``(N, X, Y, Z, 2)`` softmax.
     history : dict
         ``train.fit``'s ``{"loss", "val_dice", "seconds"}`` plus ``"n_params"`` (the
-        model's parameter count, BatchNorm statistics included).
+        model's parameter count, BatchNorm statistics included) and ``"final_crop_dice"``
+        (the trained network's Dice per held-out crop: ``{"case": index into test_images,
+        "side", "dice"}``, the units a paired comparison of variants resamples).
 
     Raises
     ------
@@ -254,6 +244,7 @@ def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, varia
     size = tuple(int(s) for s in size)
     sampler = stage2.make_sampler(images, label_maps, muscle_key, size=size, ratio_range=ratio_range,
                                   augment_kwargs=augment_kwargs)
+    crops = stage2.validation_crops(test_images, test_labels, muscle_key)
     validate = stage2.make_validator(test_images, test_labels, muscle_key, size=size)
     logger.info("ablation variant %s on %s, input %s", spec, muscle_key, size)
     keras.utils.set_random_seed(int(seed))                            # the same initial draw for every run
@@ -264,6 +255,8 @@ def train_variant(images: Sequence, label_maps: Sequence, muscle_key: str, varia
                         progress=progress, class_weight_power=float(class_weight_power), loss=loss,
                         lr_schedule=lr_schedule)
     history["n_params"] = int(model.count_params())
+    history["final_crop_dice"] = [{"case": i, "side": side, "dice": float(d)} for (i, side, *_), d
+                                  in zip(crops, stage2.crop_dice(model, crops, size=size))]
     return model, history
 
 
@@ -297,7 +290,8 @@ def train_variant_record(preprocessed, out, *, variant: str, variants: Mapping, 
     -------
     dict
         The record written: the variant's fields, ``input_size``, the training settings,
-        ``n_params``, ``seconds``, ``final_loss`` and ``val_dice``.
+        ``n_params``, ``seconds``, ``final_loss``, ``val_dice`` and ``final_crop_dice`` (per
+        held-out crop, named by test case and side).
 
     Raises
     ------
@@ -314,7 +308,7 @@ def train_variant_record(preprocessed, out, *, variant: str, variants: Mapping, 
         raise ValueError(f"{out}: the training record must be a .json file")
     spec, key = table[variant], anatomy.muscle(muscle).key
     _, _, images, labels = pipeline.load_split(preprocessed, "train")
-    _, _, test_images, test_labels = pipeline.load_split(preprocessed, "test")
+    _, test_cases, test_images, test_labels = pipeline.load_split(preprocessed, "test")
     ratio_range = (float(ratio_range[0]), float(ratio_range[1]))
     size = input_size(labels, key, max_voxels=int(max_voxels), divisor=int(divisor), ratio_range=ratio_range)
     with pipeline.live_logger(live_dir) as live:
@@ -327,290 +321,8 @@ def train_variant_record(preprocessed, out, *, variant: str, variants: Mapping, 
     settings = {"variant": variant, "muscle": key, **spec, "panel": list(spec["panel"]), "input_size": list(size),
                 "iterations": int(iterations), "learning_rate": float(learning_rate), "seed": int(seed),
                 "class_weight_power": float(class_weight_power), "ratio_range": list(ratio_range)}
-    pipeline.write_training_record(out, settings, history, keep=("n_params",))
+    history["final_crop_dice"] = [{**c, "case": test_cases[c["case"]]} for c in history["final_crop_dice"]]
+    pipeline.write_training_record(out, settings, history, keep=("n_params", "final_crop_dice"))
     return {**settings, "n_params": history["n_params"], "seconds": history["seconds"],
-            "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"]}
-
-
-# --------------------------------------------------------------------------- curves and summary
-
-
-def _read_tsv(path: Path, variant: str) -> list[tuple[int, float]]:
-    """``step<TAB>dice`` rows of one dvclive plot file (dvclive writes TSV but has no reader)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no validation curve for variant {variant!r} (train it first: "
-                                f"llseg train-variant --variant {variant})")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t")
-        if reader.fieldnames is None or not {"step", "dice"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected tab-separated columns 'step' and 'dice', got {reader.fieldnames}")
-        try:
-            return [(int(row["step"]), float(row["dice"])) for row in reader]
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: non-numeric step or dice value") from None
-
-
-def read_curves(live_dir, variants: Mapping) -> list[dict]:
-    """Collect the validation-Dice curves of all variants into one tidy table.
-
-    Parameters
-    ----------
-    live_dir : str or Path
-        dvclive root of the ablation: ``<live_dir>/<variant>/plots/metrics/val/dice.tsv``
-        (written by ``llseg train-variant --live <live_dir>``).
-    variants : mapping
-        The variant table (:func:`variant_table` is applied).
-
-    Returns
-    -------
-    list of dict
-        ``{"variant", "panel", "step", "dice"}`` rows, one per validation and per panel the
-        variant appears in (the baseline's curve is listed under a, b and c), in table
-        order, then panel, then step.
-
-    Raises
-    ------
-    FileNotFoundError
-        A variant has no curve file.
-    ValueError
-        A malformed file or variant table.
-    """
-    table = variant_table(variants)
-    rows = []
-    for name, spec in table.items():
-        points = sorted(_read_tsv(Path(live_dir) / name / "plots" / "metrics" / "val" / "dice.tsv", name))
-        for panel in spec["panel"]:
-            rows += [{"variant": name, "panel": panel, "step": step, "dice": dice} for step, dice in points]
-    return rows
-
-
-def read_runs(runs_dir, variants: Mapping) -> dict[str, dict]:
-    """The training records ``<runs_dir>/<variant>.json`` of ``llseg train-variant``.
-
-    Raises
-    ------
-    FileNotFoundError
-        A variant of the table has no record (the message names it).
-    """
-    from .. import io
-
-    out = {}
-    for name in variant_table(variants):
-        path = Path(runs_dir) / f"{name}.json"
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no training record for variant {name!r} (train it first: "
-                                    f"llseg train-variant --variant {name})")
-        out[name] = io.read_json(path)
-    return out
-
-
-def _final(values: list[float], n_last: int) -> float:
-    return float(np.mean(values[-n_last:])) if values else float("nan")
-
-
-def summarize(curves: Sequence[Mapping], variants: Mapping, runs: Mapping[str, Mapping], *,
-              n_last: int = 2, settings: Mapping | None = None) -> list[dict]:
-    """One summary row per variant: final and best Dice, parameter count, training time.
-
-    Parameters
-    ----------
-    curves : sequence of mapping
-        Rows of :func:`read_curves`.
-    variants : mapping
-        The variant table.
-    runs : mapping of str to mapping
-        Per variant, its training record (the JSON sidecar of ``llseg train-variant``)
-        with at least ``"n_params"`` and ``"seconds"``; if it also holds the variant
-        settings (``arch``, ``levels``, ...) they must match the table.
-    n_last : int, optional
-        Validations averaged for the final Dice.
-    settings : mapping, optional
-        Further record fields every run must match, e.g. ``{"muscle": "adductor_brevis",
-        "iterations": 300}`` (a field absent from a record is not checked).
-
-    Returns
-    -------
-    list of dict
-        ``{"variant", "panel", "arch", "levels", "root_filters", "block", "final_dice",
-        "best_dice", "early_dice", "n_validations", "last_step", "n_params", "seconds"}``,
-        table order; ``early_dice`` is the mean of the validations in the first quarter of
-        the curve (steps <= last step / 4, at least the first one: the paper's "early epochs");
-        ``panel`` the panel letters joined by commas ("d", or "a,b,c" for the baseline).
-        ``final_dice`` is the mean of the last ``n_last`` validations (fewer if fewer exist),
-        ``best_dice`` the maximum; both NaN when a variant has no finite validation.
-
-    Raises
-    ------
-    ValueError
-        A variant without a run record, a record lacking ``n_params`` / ``seconds``, or a
-        record whose settings differ from the table (a stale run).
-    """
-    table = variant_table(variants)
-    n_last = _positive_int(n_last, "n_last")
-    out = []
-    for name, spec in table.items():
-        if name not in runs:
-            raise ValueError(f"variant {name!r} has no training record "
-                             f"(train it: llseg train-variant --variant {name})")
-        run = runs[name]
-        lacking = [k for k in ("n_params", "seconds") if k not in run]
-        if lacking:
-            raise ValueError(f"variant {name!r}: training record lacks {lacking}")
-        expected = {**{k: spec[k] for k in ("arch", "levels", "root_filters", "block")}, **dict(settings or {})}
-        stale = {k: (run[k], v) for k, v in expected.items() if k in run and run[k] != v}
-        if stale:
-            raise ValueError(f"variant {name!r}: its training record was made with other settings "
-                             f"(record, table) = {stale}; retrain it")
-        points = {}                                       # step -> dice (one panel's copy suffices)
-        for row in curves:
-            if row["variant"] == name:
-                points[int(row["step"])] = float(row["dice"])
-        steps = sorted(points)
-        finite = [points[s] for s in steps if math.isfinite(points[s])]
-        early = [points[s] for s in steps if (s <= steps[-1] / 4 or s == steps[0]) and math.isfinite(points[s])]
-        out.append({"variant": name, "panel": ",".join(spec["panel"]), "arch": spec["arch"], "levels": spec["levels"],
-                    "root_filters": spec["root_filters"], "block": spec["block"],
-                    "final_dice": _final(finite, n_last), "best_dice": max(finite) if finite else float("nan"),
-                    "early_dice": float(np.mean(early)) if early else float("nan"),
-                    "n_validations": len(steps), "last_step": steps[-1] if steps else 0,
-                    "n_params": int(run["n_params"]), "seconds": float(run["seconds"])})
-    return out
-
-
-def panel_summary(summary: Sequence[Mapping]) -> list[dict]:
-    """Per Figure-5 panel: its variants ranked by final Dice, next to the paper's finding.
-
-    Parameters
-    ----------
-    summary : sequence of mapping
-        Rows of :func:`summarize`.
-
-    Returns
-    -------
-    list of dict
-        One row per panel with variants: ``{"panel", "compares", "ranking" (text, best
-        first, undefined Dice last), "spread" (max - min finite final Dice, NaN if fewer
-        than two), "paper"}``.
-    """
-    out = []
-    for panel in PANELS:
-        rows = [r for r in summary if panel in r["panel"].split(",")]
-        if not rows:
-            continue
-        finite = [r for r in rows if math.isfinite(r["final_dice"])]
-        ranked = sorted(finite, key=lambda r: -r["final_dice"]) + [r for r in rows if r not in finite]
-        values = [r["final_dice"] for r in finite]
-        out.append({"panel": panel, "compares": PANEL_TITLES[panel],
-                    "ranking": " > ".join(f"{r['variant']} {r['final_dice']:.3f}" for r in ranked),
-                    "spread": max(values) - min(values) if len(values) > 1 else float("nan"),
-                    "paper": PAPER_FINDINGS[panel]})
-    return out
-
-
-def _json_float(value: float):
-    return float(value) if math.isfinite(value) else None
-
-
-def ablation_metrics(summary: Sequence[Mapping], *, muscle: str, iterations: int) -> dict:
-    """The ``metrics/ablation.json`` document (read by the claims report).
-
-    Parameters
-    ----------
-    summary : sequence of mapping
-        Rows of :func:`summarize`.
-    muscle : str
-        Muscle key the variants were trained on.
-    iterations : int
-        Training iterations per variant.
-
-    Returns
-    -------
-    dict
-        ``{"variants": {name: {"panel", "arch", "levels", "root_filters", "block",
-        "final_dice", "best_dice", "early_dice", "n_params", "seconds"}}, "muscle", "iterations"}``;
-        ``panel`` is the list of panel letters the variant is drawn in (``["a", "b", "c"]``
-        for the baseline, ``["d"]`` for a panel-d network); undefined Dice values are None
-        (strict JSON).
-    """
-    keys = ("panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "early_dice", "n_params",
-            "seconds")
-    variants = {}
-    for row in summary:
-        entry = {k: row[k] for k in keys}
-        entry["panel"] = list(_panels(row["panel"], f"summary row {row['variant']!r}: panel"))
-        for k in ("final_dice", "best_dice", "early_dice"):
-            entry[k] = _json_float(row[k])
-        variants[row["variant"]] = entry
-    return {"variants": variants, "muscle": anatomy.muscle(muscle).key,
-            "iterations": _positive_int(iterations, "iterations")}
-
-
-def summary_markdown(summary: Sequence[Mapping], *, digits: int = 3) -> str:
-    """The summary as a Markdown table (variant, panels, network, Dice, parameters, seconds)."""
-    from .evaluation import table_markdown
-
-    rows = [{**row, "n_params": f"{row['n_params']:,}",
-             "seconds": f"{row['seconds']:.0f}"} for row in summary]
-    columns = {"variant": "Variant", "panel": "Panel(s)", "arch": "Architecture", "levels": "Levels",
-               "root_filters": "Root filters", "block": "Block", "final_dice": "Final Dice",
-               "best_dice": "Best Dice", "n_params": "Parameters", "seconds": "Seconds"}
-    return table_markdown(rows, columns, digits=digits)
-
-
-# --------------------------------------------------------------------------- figure
-
-
-def _label(row: Mapping) -> str:
-    n = row["n_params"]
-    count = f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
-    block = f", {row['block']}" if row["arch"] == "unet" else ""
-    return f"{row['variant']}: {row['arch']} L{row['levels']} F{row['root_filters']}{block} ({count} params)"
-
-
-def ablation_figure(curves: Sequence[Mapping], summary: Sequence[Mapping], *, title: str = ""):
-    """Figure 5: mean test Dice vs training iteration, one panel per comparison.
-
-    Parameters
-    ----------
-    curves : sequence of mapping
-        Rows of :func:`read_curves` (``variant, panel, step, dice``).
-    summary : sequence of mapping
-        Rows of :func:`summarize` (legend labels with parameter counts).
-    title : str, optional
-        Figure title.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        2 x 2 panels (a)-(d); one line (with markers at the validations) per variant, the
-        same colour for a variant in every panel; a panel without variants says so.
-    """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    palette = sns.color_palette("tab10", max(10, len(summary)))
-    colours = {row["variant"]: palette[i] for i, row in enumerate(summary)}
-    by_name = {row["variant"]: row for row in summary}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharex=True, sharey=True)
-    for ax, panel in zip(axes.ravel(), PANELS):
-        names = [row["variant"] for row in summary if panel in row["panel"].split(",")]
-        for name in names:
-            pts = sorted((r["step"], r["dice"]) for r in curves if r["variant"] == name and r["panel"] == panel)
-            if pts:
-                steps, dice = zip(*pts)
-                ax.plot(steps, dice, marker="o", ms=3, lw=1.5, color=colours[name], label=_label(by_name[name]))
-        ax.set_title(f"({panel}) {PANEL_TITLES[panel]}", loc="left")
-        ax.grid(alpha=0.3)
-        if names:
-            ax.legend(fontsize=7, loc="best")
-        else:
-            ax.text(0.5, 0.5, "no variant in this panel", ha="center", va="center", transform=ax.transAxes)
-    for ax in axes[1]:
-        ax.set_xlabel("training iteration")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("mean test Dice")
-    axes[0, 0].set_ylim(-0.02, 1.02)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+            "final_loss": float(np.mean(history["loss"][-10:])), "val_dice": history["val_dice"],
+            "final_crop_dice": history["final_crop_dice"]}

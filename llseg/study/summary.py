@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import io
+from .claim_inputs import bootstrap_interval
 
 __all__ = ["mean_dice_interval", "study_machines", "study_summary"]
 
@@ -35,8 +36,6 @@ def mean_dice_interval(rows: list[dict], stage: str, *, confidence: float = 0.95
         regions, the percentile bootstrap interval (resampling unit: test case; ``nan`` with
         fewer than two cases) and the number of cases.
     """
-    from scipy import stats
-
     per_case: dict[str, list[float]] = {}
     for r in rows:
         if r["stage"] == stage and np.isfinite(r["dice"]):
@@ -44,9 +43,9 @@ def mean_dice_interval(rows: list[dict], stage: str, *, confidence: float = 0.95
     means = np.array([np.mean(v) for v in per_case.values()])
     if len(means) < 2:
         return (float(means.mean()) if len(means) else float("nan")), float("nan"), float("nan"), len(means)
-    ci = stats.bootstrap((means,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                         method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
-    return float(means.mean()), float(ci.low), float(ci.high), len(means)
+    low, high = bootstrap_interval([means], lambda m: m.mean(axis=-1), confidence=confidence,
+                                   n_resamples=n_resamples, seed=seed)
+    return float(means.mean()), low, high, len(means)
 
 
 def study_machines(models_dir, cascade_metrics) -> list[str]:
