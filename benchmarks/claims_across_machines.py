@@ -3,15 +3,18 @@
 
     .venv/bin/python benchmarks/claims_across_machines.py [--old 43d8b00] [--new 567b580] [--params params.yaml]
 
-Extracts each run's claim inputs (``metrics/*.json``, ``reports/tables/metrics_per_region.csv``)
-from git into a temporary folder, checks the claims with the thresholds and bootstrap settings of
+Extracts each run's claim inputs (``metrics/*.json``, ``reports/tables/metrics_per_region.csv``,
+``reports/plots/bias_correction_cov.csv``) from git into a temporary folder, checks the claims with the thresholds and bootstrap settings of
 ``--params`` (``claims:``) and prints, per claim, both runs' point verdicts (every comparison
 judged on its point value, as before intervals) and interval verdicts, then how many differ.
 
 Figure 4's per-region values (``two_stages.json`` key ``per_region``) are newer than these runs;
 when a run's ``two_stages.json`` lacks them they are rebuilt from that run's
-``reports/tables/two_stages.csv`` (the same rows) and the script says so. The ablation stores one
-Dice per variant: its claims keep point verdicts in both columns. About 5 s.
+``reports/tables/two_stages.csv`` (the same rows) and the script says so. The N4 claim's interval
+resamples the per-case CoV of ``reports/plots/bias_correction_cov.csv``. The ablation's claims get
+an interval only where ``metrics/ablation.json`` holds each variant's end-of-training Dice per
+held-out crop (``final_crop_dice``, runs since 7cd6b68); the script prints how many variants do,
+and without them those claims keep point verdicts in both columns. About 5 s.
 """
 from __future__ import annotations
 
@@ -36,8 +39,7 @@ def extract(rev: str, folder: Path) -> list[str]:
     """Write ``rev``'s claim inputs (and Figure 4's per-region table) under ``folder``; return the
     repository paths that ``rev`` lacks."""
     missing = []
-    paths = [f"metrics/{name}.json" for name in claims.INPUTS if name != "per_region"]
-    for path in [*paths, claims.INPUTS["per_region"], FIG4_TABLE]:
+    for path in [*claims.INPUTS.values(), FIG4_TABLE]:
         found = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True)
         if found.returncode:
             missing.append(path)
@@ -54,6 +56,9 @@ def run_inputs(folder: Path) -> tuple[dict, dict, list[str]]:
     if isinstance(fig4, dict) and "per_region" not in fig4 and (folder / FIG4_TABLE).exists():
         fig4["per_region"] = comparison.region_values(io.read_csv(folder / FIG4_TABLE))
         notes.append(f"two_stages.json has no 'per_region': rebuilt from {FIG4_TABLE}")
+    variants = (inputs.get("ablation") or {}).get("variants") or {}
+    with_crops = sum(bool(v.get("final_crop_dice")) for v in variants.values())
+    notes.append(f"ablation.json: per-crop Dice (final_crop_dice) for {with_crops} of {len(variants)} variants")
     return inputs, sources, notes
 
 

@@ -246,6 +246,21 @@ def test_metrics_markdown_panels_and_figure(hand_curves):
     plt.close("all")
 
 
+def test_metrics_carry_the_per_crop_dice_of_the_records(hand_curves):
+    summary = ablation_results.summarize(ablation_results.read_curves(hand_curves, _table()), _table(), _runs())
+    crops = [{"case": "phantom_003", "side": "right", "dice": 0.7}, {"case": "phantom_003", "side": "left",
+                                                                      "dice": math.nan}]
+    runs = {**_runs(), "baseline": {**_runs()["baseline"], "final_crop_dice": crops}}
+    m = ablation_results.ablation_metrics(summary, muscle="adductor_brevis", iterations=6, runs=runs)
+    assert m["variants"]["baseline"]["final_crop_dice"] == [{"case": "phantom_003", "side": "right", "dice": 0.7},
+                                                            {"case": "phantom_003", "side": "left", "dice": None}]
+    assert "final_crop_dice" not in m["variants"]["dense"]                   # an older record: no per-crop Dice
+    json.dumps(m, allow_nan=False)
+    bad = {**runs, "dense": {**_runs()["dense"], "final_crop_dice": [{"case": "x", "side": "both", "dice": 0.5}]}}
+    with pytest.raises(ValueError, match=r"'dense': final_crop_dice\[0\]"):
+        ablation_results.ablation_metrics(summary, muscle="adductor_brevis", iterations=6, runs=bad)
+
+
 # --------------------------------------------------------------------------- command
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from llseg import anatomy, cli, io
-from llseg.study import claim_checks, claims
+from llseg.study import claim_ablation, claim_checks, claims
 from llseg.study.claim_checks import CLAIMS
 from llseg.study.claim_inputs import bootstrap_interval, compare
 
@@ -46,11 +46,17 @@ def variant(panel, arch, levels, rf, block, dice, n_params, early=None):
     return v
 
 
+def cov_rows(before, after):
+    """Notebook 01's per-case CoV rows (reports/plots/bias_correction_cov.csv)."""
+    return [{"case": f"p{i:03d}", "cov_before": b, "cov_after": a} for i, (b, a) in enumerate(zip(before, after))]
+
+
 def good_inputs():
     """Inputs on which every claim holds with the params.yaml thresholds."""
     return {
-        "bias_correction": {"cov_before_mean": 0.15, "cov_after_mean": 0.10, "cov_reduction_pct": 33.3,
+        "bias_correction": {"cov_before_mean": 0.15, "cov_after_mean": 0.10, "cov_reduction_pct": 100 * 0.05 / 0.15,
                             "n_cases": 10, "n_improved": 10},
+        "bias_correction_cov": cov_rows([0.14, 0.16] * 5, [0.095, 0.105] * 5),
         "cascade": {"cases": [{"case": "c1", "n_estimated_boxes": 2}]},
         "two_stages": {"mean_dice": {"stage1": 0.6, "stage2_gt_box": 0.89, "stage2_box_ratio_low": 0.85,
                                      "stage2_box_ratio_high": 0.87, "stage2_tta": 0.89},
@@ -267,6 +273,7 @@ USES = {
                  "residual_about_plain", "blocks_within_001", "dense_worst", "residual_costs_more",
                  "bigger_costs_more", "unet_about_segnet", "fcn_worse", "fcn_worse_early"},
     "bias_correction": {"n4_homogeneity"},
+    "bias_correction_cov": set(),          # the N4 claim loses its interval, not its verdict
     "cascade": {"stage1_localises"},
     "dice_table": {"overall_mean_dice", "within_interobserver_count", "large_muscles_within", "table1_pattern"},
     "volume_msd": {"volume_error_above_10pct", "msd_above_4mm", "most_below_5pct_4mm", "msd_tracks_dice"},
@@ -456,7 +463,7 @@ def test_cli_with_a_subset_of_metrics(tmp_path, capsys):
 
 
 def test_cli_reads_the_per_region_table(tmp_path):
-    metrics, params = _study(tmp_path, list(claims.INPUTS)[:-1])
+    metrics, params = _study(tmp_path, [n for n, path in claims.INPUTS.items() if path.endswith(".json")])
     table = tmp_path / "metrics_per_region.csv"
     io.write_csv(table, good_inputs()["per_region"])
     out, js = tmp_path / "claims.md", tmp_path / "claims.json"
@@ -569,8 +576,8 @@ def test_claims_on_several_cases_get_intervals_in_json_and_report(tmp_path):
     assert verdicts(good_inputs() | {"per_region": _cases(3)})["stage2_beats_stage1"]["ci_low"] is None
     js, md = tmp_path / "claims.json", tmp_path / "claims.md"
     (tmp_path / "metrics").mkdir()
-    for name in claims.INPUTS:
-        if name != "per_region":
+    for name, path in claims.INPUTS.items():
+        if path.endswith(".json"):
             io.write_json(tmp_path / "metrics" / f"{name}.json", inputs[name])
     io.write_csv(tmp_path / "per_region.csv", inputs["per_region"])
     counts = claims.write_claims(tmp_path / "metrics", tmp_path / "per_region.csv", md, js, thresholds=thresholds())
@@ -599,4 +606,109 @@ def test_figure4_regions_resampled_per_case():
 
 def test_every_claim_has_a_named_check():
     for c in CLAIMS:
-        assert c.check.__name__ == c.id and c.id in claim_checks.__all__
+        assert c.check.__name__ == c.id and c.id in claim_checks.__all__ + claim_ablation.__all__
+    ids = [c.id for c in CLAIMS]
+    assert ids.index("tta_smooths_contours") + 1 == ids.index("more_levels_help")     # paper order: 3.2, 3.3, 3.4
+    assert ids.index("fcn_worse_early") + 1 == ids.index("overall_mean_dice")
+
+
+# ----------------------------------------------------------------------------- N4: per-case CoV
+
+def test_n4_interval_over_cases_from_the_cov_table():
+    found = verdicts(good_inputs())["n4_homogeneity"]
+    assert found["verdict"] == claims.REPRODUCED and found["resampling_unit"] == "case (n=10)"
+    pct, share = found["comparisons"]
+    assert pct["difference"] == pytest.approx(100 / 3) and 10 < pct["ci_low"] < 100 / 3 < pct["ci_high"]
+    assert (share["difference"], share["ci_low"], share["ci_high"]) == (1.0, 1.0, 1.0)   # every case improves
+    # 8 of 10 cases improve: the point share (0.8) meets the 0.8 threshold, the interval does not decide
+    inputs = good_inputs()
+    before, after = [0.14, 0.16] * 5, [0.095, 0.105] * 4 + [0.15, 0.17]
+    inputs["bias_correction_cov"] = cov_rows(before, after)
+    inputs["bias_correction"].update(cov_after_mean=float(np.mean(after)), n_improved=8,
+                                     cov_reduction_pct=100 * (0.15 - np.mean(after)) / 0.15)
+    found = verdicts(inputs)["n4_homogeneity"]
+    assert found["verdict"] == claims.INCONCLUSIVE and found["difference"] == pytest.approx(0.8)
+    assert found["ci_low"] < 0.8 <= found["ci_high"] and "per case (n=10)" in found["interval"]
+    assert verdicts(inputs, intervals=False)["n4_homogeneity"]["verdict"] == claims.REPRODUCED
+
+
+def test_n4_without_or_with_another_cov_table_keeps_a_point_verdict():
+    inputs = good_inputs()
+    inputs["bias_correction_cov"] = None
+    found = verdicts(inputs)["n4_homogeneity"]
+    assert found["verdict"] == claims.REPRODUCED and found["ci_low"] is None
+    assert found["resampling_unit"] == "no interval: reports/plots/bias_correction_cov.csv missing"
+    inputs["bias_correction_cov"] = cov_rows([0.2, 0.2], [0.1, 0.1])     # another run's table: not these means
+    assert "give +50" in verdicts(inputs)["n4_homogeneity"]["resampling_unit"]
+
+
+def test_claims_read_the_cov_table_beside_the_metrics_folder(tmp_path):
+    metrics, _ = _study(tmp_path, ["bias_correction"])
+    out, js = tmp_path / "claims.md", tmp_path / "claims.json"
+    claims.write_claims(metrics, tmp_path / "none.csv", out, js, thresholds=thresholds())
+    table = tmp_path / "reports" / "plots" / "bias_correction_cov.csv"
+    assert f"`{table}` missing: the N4 claim keeps a point verdict (no interval)." in out.read_text()
+    io.write_csv(table, good_inputs()["bias_correction_cov"])
+    claims.write_claims(metrics, tmp_path / "none.csv", out, js, thresholds=thresholds())
+    n4 = next(c for c in io.read_json(js)["claims"] if c["id"] == "n4_homogeneity")
+    assert n4["resampling_unit"] == "case (n=10)" and n4["ci_low"] > 10
+
+
+# ----------------------------------------------------------------------------- Figure 5: per-crop Dice
+
+SHARED = [0.02, -0.02, 0.01, -0.01, 0.03, -0.03, 0.0, 0.0]   # per (case, side) crop, every variant: mean 0
+
+
+def crop_dice(dice, offsets=SHARED):
+    """``final_crop_dice`` of a variant: 4 test cases x 2 sides around ``dice``."""
+    return [{"case": f"t{i // 2}", "side": ("right", "left")[i % 2], "dice": dice + o} for i, o in enumerate(offsets)]
+
+
+def with_crops(inputs=None):
+    inputs = inputs or good_inputs()
+    for v in inputs["ablation"]["variants"].values():
+        v["final_crop_dice"] = crop_dice(v["final_dice"])
+    return inputs
+
+
+def test_ablation_claims_get_a_case_bootstrap_of_the_end_of_training_crop_dice():
+    found = verdicts(with_crops())
+    for cid in USES["ablation"] - {"residual_costs_more", "bigger_costs_more", "fcn_worse_early"}:
+        assert found[cid]["verdict"] == claims.REPRODUCED, found[cid]
+        assert found[cid]["resampling_unit"] == "test case (n=4)" and found[cid]["ci_low"] is not None
+    assert "end-of-training crop Dice" in found["more_filters_help"]["measured"]
+    assert found["residual_costs_more"]["resampling_unit"] == "no interval: exact parameter counts"
+    assert "early_dice" in found["fcn_worse_early"]["resampling_unit"]
+    # filters_32 ahead of filters_8 by 0.10 +- 0.04 per case: the interval is the bootstrap of the per-case gaps
+    inputs = with_crops()
+    v = inputs["ablation"]["variants"]
+    v["filters_32"]["final_crop_dice"] = crop_dice(0.85, [o + g for o, g in zip(SHARED, [0.04] * 2 + [-0.04] * 6)])
+    gaps = np.array([0.04, -0.04, -0.04, -0.04]) + 0.10
+    found = verdicts(inputs)["more_filters_help"]
+    assert found["difference"] == pytest.approx(gaps.mean())                 # the crop mean, not final_dice
+    assert (found["ci_low"], found["ci_high"]) == pytest.approx(bootstrap_interval([gaps], lambda a: a.mean(axis=1)))
+
+
+def test_ablation_interval_decides_and_old_runs_keep_a_point_verdict():
+    inputs = with_crops()
+    # levels_4 ahead of levels_2 (0.70) by +0.1 in two cases and -0.09 in two: a point gain, no decision
+    swing = [0.1, 0.1, -0.09, -0.09, 0.1, 0.1, -0.09, -0.09]
+    inputs["ablation"]["variants"]["levels_4"]["final_crop_dice"] = crop_dice(0.70, np.add(SHARED, swing).tolist())
+    found = verdicts(inputs)["more_levels_help"]
+    assert found["verdict"] == claims.INCONCLUSIVE and found["difference"] == pytest.approx(0.005)
+    assert found["ci_low"] < 0 < found["ci_high"]
+    del inputs["ablation"]["variants"]["levels_2"]["final_crop_dice"]       # an old run: no per-crop Dice
+    found = verdicts(inputs)["more_levels_help"]
+    assert found["verdict"] == claims.REPRODUCED and found["ci_low"] is None   # final_dice 0.81 - 0.70, single
+    assert found["difference"] == pytest.approx(0.11) and "('final_crop_dice') for 1 of 3 variants" in found["interval"]
+    inputs = with_crops()
+    inputs["ablation"]["variants"]["dense"]["final_crop_dice"] = crop_dice(0.797)[:6]   # another set of crops
+    assert "cover different crops" in verdicts(inputs)["dense_worst"]["resampling_unit"]
+    t = thresholds()
+    t["ablation_dice"] = "best_dice"
+    assert "best_dice" in verdicts(with_crops(), t)["residual_about_plain"]["resampling_unit"]
+    inputs = with_crops()
+    for c in inputs["ablation"]["variants"]["dense"]["final_crop_dice"]:
+        c["dice"] = None                                                     # NaN in the JSON: never a guess
+    found = verdicts(inputs)["dense_worst"]
+    assert found["verdict"] == claims.NOT_TESTABLE and "'dense'" in found["reason"]

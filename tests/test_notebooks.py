@@ -294,8 +294,10 @@ def test_03_architecture_ablation(ablation_outputs, tmp_path):
     assert set(m) == {"variants", "muscle", "iterations"} and (m["muscle"], m["iterations"]) == ("adductor_brevis", 2)
     assert list(m["variants"]) == ["baseline", "segnet_5"]
     keys = {"panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "early_dice", "n_params",
-            "seconds"}
+            "seconds", "final_crop_dice"}
     assert all(set(v) == keys for v in m["variants"].values())
+    crops = [[(c["case"], c["side"]) for c in v["final_crop_dice"]] for v in m["variants"].values()]
+    assert crops[0] == crops[1] and {s for _, s in crops[0]} == {"right", "left"}   # the same crops: paired
     assert (m["variants"]["baseline"]["panel"], m["variants"]["segnet_5"]["panel"]) == (["a", "b", "c"], ["d"])
     seg = m["variants"]["segnet_5"]
     assert (seg["arch"], seg["levels"], seg["block"]) == ("segnet", 5, "plain") and seg["n_params"] > 10**6

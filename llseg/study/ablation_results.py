@@ -200,7 +200,26 @@ def _json_float(value: float):
     return float(value) if math.isfinite(value) else None
 
 
-def ablation_metrics(summary: Sequence[Mapping], *, muscle: str, iterations: int) -> dict:
+def _crop_dice(record: Mapping, name: str) -> list[dict] | None:
+    """A training record's ``final_crop_dice`` checked and in strict JSON (NaN Dice -> None); None
+    when the record has none (a run older than the per-crop Dice)."""
+    crops = record.get("final_crop_dice")
+    if crops is None:
+        return None
+    if not isinstance(crops, Sequence) or isinstance(crops, str):
+        raise ValueError(f"variant {name!r}: final_crop_dice must be a list of {{case, side, dice}}, got {crops!r}")
+    out = []
+    for i, c in enumerate(crops):
+        if not isinstance(c, Mapping) or c.get("side") not in ("right", "left") or "case" not in c or "dice" not in c:
+            raise ValueError(f"variant {name!r}: final_crop_dice[{i}] must be {{case, side: right|left, dice}}, "
+                             f"got {c!r}")
+        out.append({"case": str(c["case"]), "side": c["side"],
+                    "dice": None if c["dice"] is None else _json_float(float(c["dice"]))})
+    return out
+
+
+def ablation_metrics(summary: Sequence[Mapping], *, muscle: str, iterations: int,
+                     runs: Mapping[str, Mapping] | None = None) -> dict:
     """The ``metrics/ablation.json`` document (read by the claims report).
 
     Parameters
@@ -211,15 +230,26 @@ def ablation_metrics(summary: Sequence[Mapping], *, muscle: str, iterations: int
         Muscle key the variants were trained on.
     iterations : int
         Training iterations per variant.
+    runs : mapping of str to mapping, optional
+        The training records (:func:`read_runs`); their ``final_crop_dice`` is carried over.
 
     Returns
     -------
     dict
         ``{"variants": {name: {"panel", "arch", "levels", "root_filters", "block",
-        "final_dice", "best_dice", "early_dice", "n_params", "seconds"}}, "muscle", "iterations"}``;
-        ``panel`` is the list of panel letters the variant is drawn in (``["a", "b", "c"]``
-        for the baseline, ``["d"]`` for a panel-d network); undefined Dice values are None
-        (strict JSON).
+        "final_dice", "best_dice", "early_dice", "n_params", "seconds"[, "final_crop_dice"]}},
+        "muscle", "iterations"}``; ``panel`` is the list of panel letters the variant is drawn in
+        (``["a", "b", "c"]`` for the baseline, ``["d"]`` for a panel-d network); undefined Dice
+        values are None (strict JSON). ``final_crop_dice`` (only when ``runs`` are given and the
+        variant's record has it): ``[{"case", "side", "dice"}]``, the trained network's Dice on
+        each held-out crop (test case, side) at the end of training, the units the claims
+        report resamples; its mean is the last validation point, while ``final_dice`` averages
+        the last two.
+
+    Raises
+    ------
+    ValueError
+        A malformed ``final_crop_dice``.
     """
     keys = ("panel", "arch", "levels", "root_filters", "block", "final_dice", "best_dice", "early_dice", "n_params",
             "seconds")
@@ -229,6 +259,9 @@ def ablation_metrics(summary: Sequence[Mapping], *, muscle: str, iterations: int
         entry["panel"] = list(_panels(row["panel"], f"summary row {row['variant']!r}: panel"))
         for k in ("final_dice", "best_dice", "early_dice"):
             entry[k] = _json_float(row[k])
+        crops = _crop_dice((runs or {}).get(row["variant"]) or {}, row["variant"])
+        if crops is not None:
+            entry["final_crop_dice"] = crops
         variants[row["variant"]] = entry
     return {"variants": variants, "muscle": anatomy.muscle(muscle).key,
             "iterations": _positive_int(iterations, "iterations")}

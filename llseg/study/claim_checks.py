@@ -1,4 +1,5 @@
-"""The paper's claims (sections 3 and 4, abstract), one named check each, in paper order.
+"""The paper's claims (sections 3 and 4, abstract), one named check each, in paper order; the
+twelve Figure-5 (ablation) checks are in ``claim_ablation`` and take their place in ``CLAIMS``.
 
 Each check takes a :class:`~llseg.study.claim_inputs.Context` and returns ``(measured text,
 rule holds)``; thresholds come from ``ctx.t`` (params.yaml ``claims:``). Paper values come
@@ -9,16 +10,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from .. import anatomy
 from . import evaluation
-from .claim_inputs import (Comparison, Context, Untestable, ablation_note, archs, blocks, by_case, compare,
-                           fig4_regions, finite, fmt, fmt_series, muscle_means, nanmean_units, series, spearman,
-                           spearman_rows)
+from .claim_ablation import ABLATION_CLAIMS, PAPER_BLOCK_DICE_SPREAD
+from .claim_inputs import (Claim, Comparison, Untestable, by_case, compare, cov_cases, fig4_regions, finite, fmt,
+                           muscle_means, nanmean_units, registrar, spearman, spearman_rows)
 
 __all__ = ["Claim", "CLAIMS", "PAPER_TABLE1_MEAN_DICE", "PAPER_BLOCK_DICE_SPREAD",
            "n4_homogeneity",
@@ -29,18 +29,6 @@ __all__ = ["Claim", "CLAIMS", "PAPER_TABLE1_MEAN_DICE", "PAPER_BLOCK_DICE_SPREAD
            "tta_beats_single_crop",
            "tta_like_gt_box",
            "tta_smooths_contours",
-           "more_levels_help",
-           "levels_beyond_three_small",
-           "more_filters_help",
-           "width_beats_depth",
-           "residual_about_plain",
-           "blocks_within_001",
-           "dense_worst",
-           "residual_costs_more",
-           "bigger_costs_more",
-           "unet_about_segnet",
-           "fcn_worse",
-           "fcn_worse_early",
            "overall_mean_dice",
            "within_interobserver_count",
            "worse_only_slightly",
@@ -59,8 +47,6 @@ __all__ = ["Claim", "CLAIMS", "PAPER_TABLE1_MEAN_DICE", "PAPER_BLOCK_DICE_SPREAD
 
 #: Table 1: mean of the 35 per-muscle Dice means (0.892; "~0.89").
 PAPER_TABLE1_MEAN_DICE = float(np.mean([m.paper_dice_mean for m in anatomy.MUSCLES]))
-#: Section 4: "the differences in Dice scores for the three networks are within 0.01".
-PAPER_BLOCK_DICE_SPREAD = 0.01
 
 _N_LARGER = (anatomy.N_MUSCLES + 1) // 2  # larger half: 18 muscles, smaller half: 17
 _BY_REFERENCE_VOLUME = sorted(anatomy.MUSCLES, key=lambda m: -m.volume_ml)  # stable: Table-1 order on ties
@@ -82,24 +68,8 @@ _P_ABOVE10 = [m.paper_dice_mean for m in anatomy.MUSCLES if m.key in evaluation.
 _P_REST = [m.paper_dice_mean for m in anatomy.MUSCLES if m.key not in evaluation.PAPER_VOLUME_ERROR_ABOVE_10PCT]
 
 
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    section: str
-    claim: str
-    paper: str | float
-    rule: Callable[[Mapping], str]       # thresholds -> the rule in words
-    check: Callable[["Context"], tuple[str, Comparison | tuple[Comparison, ...]]]  # -> (measured, comparisons)
-
-
 CLAIMS: list[Claim] = []
-
-
-def _claim(id_, section, claim, paper, rule):
-    def register(check):
-        CLAIMS.append(Claim(id_, section, claim, paper, rule, check))
-        return check
-    return register
+_claim = registrar(CLAIMS)
 
 
 # ----------------------------------------------------------------------------- the claims
@@ -109,14 +79,6 @@ _INTER = np.array([m.interobserver_dice for m in anatomy.MUSCLES])
 _PAPER = np.array([m.paper_dice_mean for m in anatomy.MUSCLES])
 _LARGER_MASK = np.array([m.key in _LARGER for m in anatomy.MUSCLES])
 _ER = [m.key for m in anatomy.MUSCLES].index("external_rotators")
-
-
-def _no_interval(ctx, name: str, what: str) -> str:
-    return f"no interval: {ctx.sources[name]} holds {what}"
-
-
-def _ablation(ctx) -> str:
-    return _no_interval(ctx, "ablation", "one Dice per variant, no per-case Dice")
 
 
 def _share_below(a: np.ndarray, threshold: float) -> np.ndarray:
@@ -129,6 +91,7 @@ def _mean_minus(offset: float) -> Callable:
     """Statistic: mean of the resampled per-region values minus ``offset``."""
     return lambda a: nanmean_units(a) - offset
 
+
 @_claim("n4_homogeneity", "3.1", "N4 bias correction makes the muscle intensity more homogeneous",
         "qualitative (Fig. 3): \"improved the homogeneity of the images\"",
         lambda t: f"mean muscle-intensity CoV drops by >= {t['n4_min_cov_reduction_pct']:g} % and drops in "
@@ -139,10 +102,15 @@ def n4_homogeneity(ctx):
     n, improved = ctx.num("bias_correction", "n_cases"), ctx.num("bias_correction", "n_improved")
     if n <= 0:
         raise Untestable(f"{ctx.sources['bias_correction']}: n_cases is {n:g}")
-    why = _no_interval(ctx, "bias_correction", "means only, no per-case CoV")
+    cases = cov_cases(ctx)    # reports/plots/bias_correction_cov.csv: per-case CoV, the case as unit
+
+    def reduction_pct(b, a):
+        mean_b = np.nanmean(b, axis=1)
+        return 100.0 * (mean_b - np.nanmean(a, axis=1)) / mean_b
     return (f"CoV {fmt(before)} -> {fmt(after)} (-{pct:.1f} %); lower in {improved:g} of {n:g} cases",
-            (compare(pct, "at_least", ctx.t["n4_min_cov_reduction_pct"], why),
-             compare(improved / n, "at_least", ctx.t["n4_min_share_improved"], why)))
+            (compare(pct, "at_least", ctx.t["n4_min_cov_reduction_pct"], cases, reduction_pct),
+             compare(improved / n, "at_least", ctx.t["n4_min_share_improved"], cases,
+                     lambda b, a: (a < b).mean(axis=1))))
 
 
 @_claim("stage2_beats_stage1", "3.2, 4", "Stage 2 (full-resolution crops) segments more accurately than stage 1",
@@ -254,127 +222,8 @@ def tta_smooths_contours(ctx):
                     lambda t, lo, hi: np.minimum(nanmean_units(lo), nanmean_units(hi)) - nanmean_units(t)))
 
 
-@_claim("more_levels_help", "3.3", "More resolution levels tend to give better results (Fig. 5a)",
-        "qualitative (Fig. 5a, adductor brevis)",
-        lambda t: f"plain U-Net, same root filters: Dice(most levels) - Dice(fewest levels) > {t['better_min_gap']:g}")
-def more_levels_help(ctx):
-    s, rf = series(ctx, "levels")
-    first, last = s[min(s)], s[max(s)]
-    return (f"levels {fmt_series(s)} (root filters {rf}){ablation_note(ctx)}",
-            compare(last - first, "above", ctx.t["better_min_gap"], _ablation(ctx)))
-
-
-@_claim("levels_beyond_three_small", "3.3, 4", "Beyond three resolution levels the gain is marginal",
-        "\"the difference is very small between three and four\"",
-        lambda t: f"best Dice with > 3 levels - Dice with 3 levels <= {t['levels_beyond_three_max_gain']:g}")
-def levels_beyond_three_small(ctx):
-    s, _rf = series(ctx, "levels")
-    deeper = [d for lv, d in s.items() if lv > 3]
-    if 3 not in s or not deeper:
-        raise Untestable(f"{ctx.sources['ablation']}: needs plain U-Nets with 3 and with > 3 levels (has {sorted(s)})")
-    gain = max(deeper) - s[3]
-    return (f"gain beyond 3 levels {gain:+.3f} ({fmt_series(s)})",
-            compare(gain, "at_most", ctx.t["levels_beyond_three_max_gain"], _ablation(ctx)))
-
-
-@_claim("more_filters_help", "3.3", "More filters at the root level give higher Dice (Fig. 5b)",
-        "qualitative (Fig. 5b)",
-        lambda t: f"plain U-Net, same levels: Dice(most root filters) - Dice(fewest) > {t['better_min_gap']:g}")
-def more_filters_help(ctx):
-    s, lv = series(ctx, "root_filters")
-    return (f"root filters {fmt_series(s)} ({lv} levels){ablation_note(ctx)}",
-            compare(s[max(s)] - s[min(s)], "above", ctx.t["better_min_gap"], _ablation(ctx)))
-
-
-@_claim("width_beats_depth", "4", "Network width matters more than depth beyond three levels",
-        "\"the width of the network has a more significant influence\"",
-        lambda t: f"gain(fewest -> most root filters) - gain(3 -> best > 3 levels) > {t['better_min_gap']:g}")
-def width_beats_depth(ctx):
-    s_rf, _lv = series(ctx, "root_filters")
-    s_lv, _rf = series(ctx, "levels")
-    deeper = [d for lv, d in s_lv.items() if lv > 3]
-    if 3 not in s_lv or not deeper:
-        raise Untestable(f"{ctx.sources['ablation']}: needs plain U-Nets with 3 and with > 3 levels "
-                          f"(has {sorted(s_lv)})")
-    width, depth = s_rf[max(s_rf)] - s_rf[min(s_rf)], max(deeper) - s_lv[3]
-    return (f"width gain {width:+.3f} vs depth gain {depth:+.3f}",
-            compare(width - depth, "above", ctx.t["better_min_gap"], _ablation(ctx)))
-
-
-@_claim("residual_about_plain", "3.3, 4", "Residual blocks are about equal to (slightly above) the plain U-Net",
-        "\"the difference with plain U-Net is small\"",
-        lambda t: f"|Dice(residual) - Dice(plain)| <= {t['similar_dice_tolerance']:g}")
-def residual_about_plain(ctx):
-    b = blocks(ctx)
-    return (f"residual {fmt(b['residual'])} vs plain {fmt(b['plain'])}{ablation_note(ctx)}",
-            compare(b["residual"] - b["plain"], "within", ctx.t["similar_dice_tolerance"], _ablation(ctx)))
-
-
-@_claim("blocks_within_001", "4", "Plain, residual and dense U-Nets are within 0.01 Dice of each other",
-        PAPER_BLOCK_DICE_SPREAD, lambda t: f"max - min Dice over the three block types <= {t['block_max_spread']:g}")
-def blocks_within_001(ctx):
-    b = blocks(ctx)
-    spread = max(b.values()) - min(b.values())
-    return (f"spread {spread:.3f} ({', '.join(f'{k} {fmt(v)}' for k, v in b.items())})",
-            compare(spread, "at_most", ctx.t["block_max_spread"], _ablation(ctx)))
-
-
-@_claim("dense_worst", "3.3", "Dense blocks perform worst of the three block types", "qualitative (Fig. 5c)",
-        lambda t: f"min(Dice plain, Dice residual) - Dice(dense) > {t['better_min_gap']:g}")
-def dense_worst(ctx):
-    b = blocks(ctx)
-    gap = min(b["plain"], b["residual"]) - b["dense"]
-    return (f"dense {fmt(b['dense'])} vs plain {fmt(b['plain'])}, residual {fmt(b['residual'])}",
-            compare(gap, "above", ctx.t["better_min_gap"], _ablation(ctx)))
-
-
-@_claim("residual_costs_more", "4", "The residual U-Net needs more parameters than the plain one",
-        "\"the network with residual block needs more parameters and computations\"",
-        lambda t: "n_params(residual) > n_params(plain), same levels")
-def residual_costs_more(ctx):
-    b = blocks(ctx, "n_params")
-    return (f"{b['residual']:,.0f} vs {b['plain']:,.0f} parameters",
-            compare(b["residual"] - b["plain"], "above", 0.0, "no interval: exact parameter counts"))
-
-
-@_claim("bigger_costs_more", "4", "Deeper and wider networks cost more (memory and computation)",
-        "\"it comes at the cost of increased memory requirement and computation time\"",
-        lambda t: "n_params(most levels) > n_params(fewest) and n_params(most root filters) > n_params(fewest)")
-def bigger_costs_more(ctx):
-    s_lv, _ = series(ctx, "levels", "n_params")
-    s_rf, _ = series(ctx, "root_filters", "n_params")
-    return (f"levels {min(s_lv)}->{max(s_lv)}: {s_lv[min(s_lv)]:,.0f}->{s_lv[max(s_lv)]:,.0f}; root filters "
-            f"{min(s_rf)}->{max(s_rf)}: {s_rf[min(s_rf)]:,.0f}->{s_rf[max(s_rf)]:,.0f} parameters",
-            tuple(compare(s[max(s)] - s[min(s)], "above", 0.0, "no interval: exact parameter counts")
-                  for s in (s_lv, s_rf)))
-
-
-@_claim("unet_about_segnet", "3.3, 4", "U-Net and SegNet are comparable (Fig. 5d)", "qualitative (Fig. 5d)",
-        lambda t: f"|Dice(U-Net) - Dice(SegNet)| <= {t['similar_dice_tolerance']:g}")
-def unet_about_segnet(ctx):
-    a = archs(ctx)
-    return (f"U-Net {fmt(a['unet'])} vs SegNet {fmt(a['segnet'])}{ablation_note(ctx)}",
-            compare(a["unet"] - a["segnet"], "within", ctx.t["similar_dice_tolerance"], _ablation(ctx)))
-
-
-@_claim("fcn_worse", "3.3", "FCN-8s is slightly worse than U-Net and SegNet", "qualitative (Fig. 5d)",
-        lambda t: f"min(Dice U-Net, Dice SegNet) - Dice(FCN-8s) > {t['better_min_gap']:g}")
-def fcn_worse(ctx):
-    a = archs(ctx)
-    return (f"FCN-8s {fmt(a['fcn8s'])} vs U-Net {fmt(a['unet'])}, SegNet {fmt(a['segnet'])}",
-            compare(min(a["unet"], a["segnet"]) - a["fcn8s"], "above", ctx.t["better_min_gap"], _ablation(ctx)))
-
-
-@_claim("fcn_worse_early", "3.3", "FCN-8s lags \"especially at early epochs\"", "qualitative (Fig. 5d curves)",
-        lambda t: "FCN-8s's shortfall to min(U-Net, SegNet) early ('early_dice': the first quarter of the "
-                  "curve) is > 0 and larger than at the end (a negative shortfall means FCN-8s does not lag)")
-def fcn_worse_early(ctx):
-    early = archs(ctx, "early_dice")
-    end = archs(ctx)
-    gap_early = min(early["unet"], early["segnet"]) - early["fcn8s"]
-    gap_end = min(end["unet"], end["segnet"]) - end["fcn8s"]
-    return (f"shortfall early {gap_early:+.3f} vs end {gap_end:+.3f}",
-            (compare(gap_early, "above", 0.0, _ablation(ctx)), compare(gap_early - gap_end, "above", 0.0, _ablation(ctx))))
+# Figure 5 (section 3.3, 4): the ablation's twelve claims, in paper order, are in claim_ablation.
+CLAIMS += ABLATION_CLAIMS
 
 
 @_claim("overall_mean_dice", "3.4, Table 1", "Mean Dice over the 35 muscles ~0.89", round(PAPER_TABLE1_MEAN_DICE, 3),

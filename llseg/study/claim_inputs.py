@@ -1,19 +1,14 @@
-"""Reading the claims' inputs: accessors that say why a value is missing, and the Figure-5 lookups.
+"""Reading the claims' inputs: accessors that say why a value is missing, the per-unit data the
+intervals resample and the :class:`Claim` record the checks register.
 
 A claim check asks a :class:`Context` for a number; when the file, key or value is missing (or
 NaN) the accessor raises :class:`Untestable` with the reason, and the claim is reported as "not
-testable here". Figure-5 comparisons (``metrics/ablation.json``) are found by the variants'
-fields, never by their names: panel a = plain U-Nets differing in ``levels`` at the root-filter
-count panel a's members share, panel b the same for ``root_filters``, panel c = U-Nets of each
-``block`` type at panel c's levels, panel d = the architectures drawn in panel d. A variant's
-``panel`` is one letter or a list (the baseline is drawn in a, b and c); variants drawn only in
-panel d (five levels) do not enter panels a-c.
+testable here". The Figure-5 lookups are in ``claim_ablation``.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,9 +18,9 @@ from scipy import stats
 from .. import anatomy
 from . import evaluation
 
-__all__ = ["Untestable", "Context", "finite", "spearman", "above", "at_most", "at_least", "fmt", "series",
-           "blocks", "archs", "ablation_note", "fmt_series", "RULES", "Comparison", "holds", "interval_holds",
-           "bootstrap_interval", "compare", "by_case", "fig4_regions", "nanmean_units", "muscle_means", "spearman_rows"]
+__all__ = ["Untestable", "Context", "Claim", "registrar", "finite", "spearman", "above", "at_most", "at_least", "fmt",
+           "RULES", "Comparison", "holds", "interval_holds", "bootstrap_interval", "compare", "by_case",
+           "fig4_regions", "cov_cases", "nanmean_units", "muscle_means", "spearman_rows"]
 
 
 #: Float noise (e.g. means of equal values summed in another order) is not a difference: every
@@ -85,6 +80,27 @@ class Context:
         return found
 
 
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    section: str
+    claim: str
+    paper: str | float
+    rule: Callable[[Mapping], str]       # thresholds -> the rule in words
+    check: Callable[[Context], tuple[str, Comparison | tuple[Comparison, ...]]]  # -> (measured, comparisons)
+
+
+def registrar(claims: list) -> Callable:
+    """A decorator ``claim(id, section, text, paper, rule)`` that appends the check it decorates to
+    ``claims`` as a :class:`Claim` (paper order = order of definition)."""
+    def claim(id_, section, text, paper, rule):
+        def register(check):
+            claims.append(Claim(id_, section, text, paper, rule, check))
+            return check
+        return register
+    return claim
+
+
 def finite(value, what: str) -> float:
     if value is None or isinstance(value, bool):
         raise Untestable(f"{what} is {value!r}")
@@ -103,113 +119,6 @@ def spearman(x, y, what: str) -> tuple[float, int]:
     if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
         raise Untestable(f"{what}: fewer than 3 finite pairs or a constant variable ({int(ok.sum())} pairs)")
     return float(stats.spearmanr(x[ok], y[ok]).statistic), int(ok.sum())
-
-
-# ----------------------------------------------------------------------------- ablation (Fig. 5)
-
-def _variants(ctx) -> list[dict]:
-    data, src = ctx.data("ablation"), ctx.sources["ablation"]
-    variants = data.get("variants") if isinstance(data, Mapping) else None
-    if not isinstance(variants, Mapping) or not variants:
-        raise Untestable(f"{src} has no 'variants'")
-    return [{**v, "name": name} for name, v in variants.items() if isinstance(v, Mapping)]
-
-
-def _value(ctx, v: Mapping, key: str | None = None) -> float:
-    key = key or ctx.t["ablation_dice"]
-    if key not in v:
-        raise Untestable(f"{ctx.sources['ablation']}: variant '{v['name']}' has no '{key}'")
-    return finite(v[key], f"{ctx.sources['ablation']}: variant '{v['name']}' '{key}'")
-
-
-def _in(v: Mapping, panel: str) -> bool:
-    """Whether variant ``v`` is drawn in ``panel`` (``panel`` field: one letter or a list of them)."""
-    drawn = v.get("panel")
-    return drawn == panel if isinstance(drawn, str) else isinstance(drawn, Sequence) and panel in drawn
-
-
-def _abc(vs):
-    """Variants drawn in panels a-c (they share the baseline; panel d's five-level networks are
-    only compared with each other)."""
-    return [v for v in vs if any(_in(v, p) for p in "abc")]
-
-
-def _plain(vs):
-    return [v for v in _abc(vs) if v.get("arch") == "unet" and v.get("block") == "plain"]
-
-
-def _mode(values):
-    values = [v for v in values if v is not None]
-    return Counter(values).most_common(1)[0][0] if values else None
-
-
-def series(ctx, vary: str, key: str | None = None) -> tuple[dict, object]:
-    """Plain U-Nets varying ``vary`` ("levels": panel a, "root_filters": panel b) with the
-    other field held at the value most panel members share -> ({x: mean value}, fixed value)."""
-    panel, fixed = ("a", "root_filters") if vary == "levels" else ("b", "levels")
-    vs = _variants(ctx)
-    fixed_value = _mode([v.get(fixed) for v in _plain(vs) if _in(v, panel)])
-    by = defaultdict(list)
-    for v in _plain(vs):
-        if v.get(fixed) == fixed_value and v.get(vary) is not None:
-            by[int(v[vary])].append(_value(ctx, v, key))
-    if len(by) < 2:
-        raise Untestable(f"{ctx.sources['ablation']}: fewer than two plain U-Nets differing only in {vary} "
-                          f"(panel {panel})")
-    return {x: float(np.mean(by[x])) for x in sorted(by)}, fixed_value
-
-
-def _baseline(ctx) -> dict:
-    """The plain U-Net shared by panels a and b (their fixed root filters and levels)."""
-    vs = _plain(_variants(ctx))
-    if not vs:
-        raise Untestable(f"{ctx.sources['ablation']}: no plain U-Net variant")
-    rf = _mode([v.get("root_filters") for v in vs if _in(v, "a")])
-    lv = _mode([v.get("levels") for v in vs if _in(v, "b")])
-    both = [v for v in vs if v.get("levels") == lv and v.get("root_filters") == rf]
-    return both[0] if both else vs[0]
-
-
-def blocks(ctx, key: str | None = None) -> dict:
-    """Panel c: mean value per block type (plain, residual, dense) at panel c's levels and the
-    root-filter count closest to panel c's."""
-    vs = _variants(ctx)
-    panel = [v for v in vs if _in(v, "c")]
-    if not panel:
-        raise Untestable(f"{ctx.sources['ablation']}: no panel-c (block) variants")
-    levels, rf = _mode([v.get("levels") for v in panel]), _mode([v.get("root_filters") for v in panel])
-    out = {}
-    for block in ("plain", "residual", "dense"):
-        cands = [v for v in _abc(vs)
-                 if v.get("arch") == "unet" and v.get("block") == block and v.get("levels") == levels]
-        if not cands:
-            raise Untestable(f"{ctx.sources['ablation']}: no {block} U-Net with {levels} levels")
-        best = min(abs((v.get("root_filters") or 0) - (rf or 0)) for v in cands)
-        out[block] = float(np.mean([_value(ctx, v, key) for v in cands
-                                    if abs((v.get("root_filters") or 0) - (rf or 0)) == best]))
-    return out
-
-
-def archs(ctx, key: str | None = None) -> dict:
-    """Panel d: mean value per architecture; the U-Net is panel d's own or else the baseline."""
-    vs = _variants(ctx)
-    out = {}
-    for arch in ("unet", "fcn8s", "segnet"):
-        cands = [v for v in vs if v.get("arch") == arch and _in(v, "d")] or (
-            [_baseline(ctx)] if arch == "unet" else [v for v in vs if v.get("arch") == arch])
-        if not cands:
-            raise Untestable(f"{ctx.sources['ablation']}: no {arch} variant")
-        out[arch] = float(np.mean([_value(ctx, v, key) for v in cands]))
-    return out
-
-
-def ablation_note(ctx) -> str:
-    data = ctx.data("ablation")
-    return f" ({data.get('muscle', '?')}, {data.get('iterations', '?')} iterations, {ctx.t['ablation_dice']})"
-
-
-def fmt_series(series: dict) -> str:
-    return ", ".join(f"{x}: {fmt(d)}" for x, d in series.items())
 
 
 # ----------------------------------------------------------------------------- intervals
@@ -367,6 +276,22 @@ def fig4_regions(ctx, column: str, variants: Sequence[str]) -> tuple[list[np.nda
     if arrays[0].shape[1] < 2:
         return "no interval: one region"
     return [a.T for a in arrays], f"region of one case (n={arrays[0].shape[1]})"
+
+
+def cov_cases(ctx) -> tuple[list[np.ndarray], str] | str:
+    """The per-case muscle-intensity CoV before and after N4 (``bias_correction_cov``: notebook 01's
+    ``case, cov_before, cov_after`` rows) as two (n_cases,) arrays, the case as unit; or why not (str)."""
+    rows = ctx.inputs.get("bias_correction_cov")
+    if not rows:
+        return f"no interval: {ctx.sources['bias_correction_cov']} missing"
+    try:
+        before, after = (np.array([np.nan if r.get(c) is None else float(r.get(c)) for r in rows])
+                         for c in ("cov_before", "cov_after"))
+    except (AttributeError, TypeError, ValueError):
+        return f"no interval: {ctx.sources['bias_correction_cov']} lacks numeric cov_before / cov_after"
+    if len(before) < 2:
+        return f"no interval: {len(before)} case in {ctx.sources['bias_correction_cov']}"
+    return [before, after], f"case (n={len(before)})"
 
 
 def nanmean_units(a: np.ndarray) -> np.ndarray:

@@ -10,14 +10,20 @@ params.yaml's ``claims:`` section (a flat ``thresholds`` dict); nothing is typed
   too few variants), with the reason.
 
 A comparison whose data has one value per test unit (per-region rows, per-case counts, the
-Figure-4 regions) gets a paired bootstrap interval over those units (``confidence``,
+Figure-4 regions, the per-case CoV of the N4 claim, the ablation's end-of-training Dice per
+held-out crop) gets a paired bootstrap interval over those units (``confidence``,
 ``bootstrap_resamples``, ``bootstrap_seed`` of ``claims:``) and reads "reproduced" / "not
 reproduced" only when the whole interval agrees; a comparison of single values keeps a point
 verdict and says so ("no interval: ...").
 
 Inputs are the study's metrics: a dict mapping an input name of ``INPUTS`` to the parsed JSON
-(or the per-region rows for ``per_region``), or to None when the file does not exist
-(:func:`read_claim_inputs` builds it from the files).
+(or the rows of the CSV inputs ``per_region`` and ``bias_correction_cov``), or to None when the
+file does not exist (:func:`read_claim_inputs` builds it from the files).
+
+The Figure-5 claims compare, where ``metrics/ablation.json`` holds each variant's
+``final_crop_dice`` (and ``ablation_dice`` is ``final_dice``), the end-of-training crop Dice (the
+mean over the held-out crops = the last validation point, while ``final_dice`` averages the last
+two) with the test case as resampling unit; see ``claim_ablation``.
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ __all__ = [
     "evaluate_claims",
     "count_verdicts",
     "claims_markdown",
+    "input_paths",
     "read_claim_inputs",
     "write_claims",
 ]
@@ -62,8 +69,10 @@ VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_TESTABLE)
 
 #: Input name -> the file it is read from (default locations; used in "not testable" reasons).
 #: The Dice of both stages comes from ``evaluation`` (``llseg evaluate``), per case from ``per_region``.
+#: ``bias_correction_cov`` (notebook 01's per-case CoV) only gives the N4 claim its interval.
 INPUTS = {
     "bias_correction": "metrics/bias_correction.json",
+    "bias_correction_cov": "reports/plots/bias_correction_cov.csv",
     "cascade": "metrics/cascade.json",
     "two_stages": "metrics/two_stages.json",
     "ablation": "metrics/ablation.json",
@@ -310,8 +319,24 @@ def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequ
     return "\n".join(lines) + "\n"
 
 
+#: Inputs whose absence costs an interval, not a verdict: what the report's note says.
+_INTERVAL_ONLY = {"bias_correction_cov": "the N4 claim keeps a point verdict (no interval)"}
+_CSV_INPUTS = ("per_region", "bias_correction_cov")
+
+
+def input_paths(metrics_dir, table) -> dict[str, Path]:
+    """Input name -> the file it is read from: ``metrics_dir/<name>.json``, the per-region
+    ``table``, and the per-case CoV at its place beside the metrics folder
+    (``<metrics_dir>/../reports/plots/bias_correction_cov.csv``)."""
+    paths = {name: Path(metrics_dir) / f"{name}.json" for name in INPUTS}
+    paths["per_region"] = Path(table)
+    paths["bias_correction_cov"] = Path(metrics_dir).parent / INPUTS["bias_correction_cov"]
+    return paths
+
+
 def read_claim_inputs(metrics_dir, table) -> tuple[dict, dict, list[str]]:
-    """Read the claims' inputs from ``metrics_dir/<name>.json`` and the per-region ``table``.
+    """Read the claims' inputs (:func:`input_paths`): ``metrics_dir/<name>.json``, the per-region
+    ``table`` and the per-case CoV beside the metrics folder.
 
     Returns
     -------
@@ -328,14 +353,14 @@ def read_claim_inputs(metrics_dir, table) -> tuple[dict, dict, list[str]]:
         A file exists but is not valid JSON / CSV (the message names it).
     """
     inputs, sources, notes = {}, {}, []
-    for name in INPUTS:
-        path = Path(table) if name == "per_region" else Path(metrics_dir) / f"{name}.json"
+    for name, path in input_paths(metrics_dir, table).items():
         sources[name] = str(path)
         if not path.exists():
             inputs[name] = None
-            notes.append(f"`{path}` missing: the claims that need it are not testable here.")
+            what = _INTERVAL_ONLY.get(name, "the claims that need it are not testable here")
+            notes.append(f"`{path}` missing: {what}.")
         else:
-            inputs[name] = io.read_csv(path) if name == "per_region" else io.read_json(path)
+            inputs[name] = io.read_csv(path) if name in _CSV_INPUTS else io.read_json(path)
     return inputs, sources, notes
 
 
@@ -346,7 +371,8 @@ def write_claims(metrics_dir, table, out, json_out, *, thresholds: Mapping, stag
     Parameters
     ----------
     metrics_dir, table : path
-        Folder of the ``metrics/*.json`` inputs and the per-region CSV (``llseg evaluate``).
+        Folder of the ``metrics/*.json`` inputs and the per-region CSV (``llseg evaluate``); the
+        per-case CoV is read from ``<metrics_dir>/../reports/plots/bias_correction_cov.csv``.
     out, json_out : path
         The Markdown report and the JSON summary to write (atomically).
     thresholds : mapping
