@@ -300,7 +300,8 @@ def test_predict_metrics_and_timing_tables(study, predicted):
     cases = study["test_cases"]
     m = io.read_json(predicted / "metrics" / "cascade.json")
     assert set(m) == {"n_test_cases", "spacing_mm", "mean_seconds_per_case", "mean_seconds_per_group",
-                      "mean_seconds_per_muscle", "cases"}                     # the Dice is llseg evaluate's
+                      "mean_seconds_per_muscle", "cases", "environment"}      # the Dice is llseg evaluate's
+    assert m["environment"]["cpu"] and m["environment"]["keras_backend"] == "tensorflow"
     assert m["n_test_cases"] == len(cases) and m["spacing_mm"] == study["manifest"]["spacing_mm"]
     assert [c["case"] for c in m["cases"]] == cases
     for c in m["cases"]:
