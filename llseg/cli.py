@@ -67,6 +67,9 @@ class _QuietTensorFlow:
 def _quiet_tensorflow() -> None:
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietTensorFlow) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlow())
+    # Keras traces one predict function per network; TensorFlow warns about "retracing" once more
+    # than five networks have predicted, which is how the cascade works, not a problem to report.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 # ----------------------------------------------------------------------------- params

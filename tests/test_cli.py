@@ -22,6 +22,22 @@ def test_profile_switch_roundtrip(tmp_path, capsys):
     assert params.read_text() == original
 
 
+def test_tensorflow_python_warnings_stay_out_of_the_way(tmp_path, capsys, monkeypatch):
+    """TensorFlow's "retracing" warnings (one per network after the fifth in llseg segment) are not shown;
+    -v shows everything."""
+    import logging
+
+    tf_logger = logging.getLogger("tensorflow")
+    monkeypatch.setattr(tf_logger, "level", logging.NOTSET)
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    assert cli.main(["profile", "cpu", "--params", str(params)]) == 0
+    assert tf_logger.getEffectiveLevel() == logging.ERROR
+    monkeypatch.setattr(tf_logger, "level", logging.NOTSET)
+    assert cli.main(["-v", "profile", "cpu", "--params", str(params)]) == 0
+    assert tf_logger.level == logging.NOTSET                 # -v leaves it to the root logger (DEBUG)
+
+
 def test_profiles_only_name_existing_parameters():
     params = cli.load_params(ROOT / "params.yaml")
     assert params["profile"] == "cpu", "the committed params.yaml must hold the default (cpu) profile"
