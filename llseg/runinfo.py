@@ -6,6 +6,7 @@ prediction metrics carry :func:`environment`, in the spirit of TotalSegmentator'
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from importlib import metadata
@@ -17,6 +18,7 @@ _ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_
 _PACKAGES = ("numpy", "scipy", "keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "SimpleITK", "nibabel")
 
 
+@functools.lru_cache(maxsize=1)
 def _cpuinfo() -> dict[str, str]:
     """The first processor's block of /proc/cpuinfo as key -> value ({} where there is none)."""
     # Read by hand: the file is four lines of parsing, and py-cpuinfo (the library for it)

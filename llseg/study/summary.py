@@ -70,8 +70,8 @@ def study_machines(models_dir, cascade_metrics) -> list[str]:
         isa = (env.get("cpu_isa") or ["?"])[-1]
         return f"{env.get('cpu', '?')} ({isa}), {env.get('keras_backend', '?')} backend"
 
-    trained = Counter(describe(io.read_json(p).get("environment")) for p in sorted(Path(models_dir).rglob("*.json"))
-                      if "seconds" in io.read_json(p))
+    records = [io.read_json(p) for p in sorted(Path(models_dir).rglob("*.json"))]
+    trained = Counter(describe(r.get("environment")) for r in records if "seconds" in r)
     lines = [f"{machine}: trained {n} network(s)" for machine, n in trained.items()]
     lines.append(f"{describe(cascade_metrics.get('environment'))}: predicted the test cases")
     return lines
