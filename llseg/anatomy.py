@@ -46,6 +46,7 @@ __all__ = [
     "REGIONS",
     "GROUPS",
     "BODY_PARTS",
+    "LANDMARKS",
     "RIGHT_LEG_AT_POSITIVE_X",
     "PAPER_WITHIN_INTEROBSERVER",
     "PAPER_WORSE_THAN_INTEROBSERVER",
@@ -71,6 +72,12 @@ RIGHT_LEG_AT_POSITIVE_X = True
 
 #: The three image parts stage 1 splits a whole-leg volume into (paper section 2.2.1).
 BODY_PARTS = ("abdomen", "upper_leg", "lower_leg")
+
+#: Skeletal landmarks as fractions of the T12 (0.0) to ankle (1.0) span of a 1.8 m adult, the
+#: scale of ``Muscle.si_extent`` (the phantom builds its subjects on them; ``llseg.coverage``
+#: names partial scans by them).
+LANDMARKS: dict[str, float] = {"t12": 0.0, "iliac_crest": 0.08, "hip_joint": 0.19, "knee_joint": 0.60,
+                               "ankle_joint": 1.0}
 
 
 @dataclass(frozen=True)

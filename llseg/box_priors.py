@@ -145,7 +145,8 @@ def _apply_prior(prior: Mapping, ref: np.ndarray, n_sd: float, shape) -> np.ndar
 
 
 def estimate_missing_boxes(boxes: Mapping[int, np.ndarray | None], priors: Mapping, *, shape,
-                           n_sd: float = 1.0) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+                           n_sd: float = 1.0, references=("group", "side", "volume")
+                           ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
     """Fill the regions stage 1 did not find with boxes estimated from their neighbours.
 
     Parameters
@@ -161,11 +162,15 @@ def estimate_missing_boxes(boxes: Mapping[int, np.ndarray | None], priors: Mappi
         Each estimated edge moves outward by ``n_sd`` standard deviations of the prior (0 =
         the mean box); stage 2 needs the whole muscle inside its crop, so a loose box is the
         safer error.
+    references : collection of str, optional
+        The references allowed, in the order tried. A partial scan allows only ``"group"``
+        (neighbours found in view): a region it cannot place is left out of the result.
 
     Returns
     -------
     boxes : dict of int to (3, 2) ndarray of int64
-        Every key of ``boxes`` with a box (found ones copied unchanged).
+        Every key of ``boxes`` with a box (found ones copied unchanged); with the default
+        ``references``, every key.
     estimated : dict of int to str
         Label -> reference used for each estimated region: ``"group"``, ``"side"``,
         ``"volume"``, or ``"whole"`` (no prior for the label: the whole volume, with a
@@ -198,15 +203,18 @@ def estimate_missing_boxes(boxes: Mapping[int, np.ndarray | None], priors: Mappi
         if entry is not None:
             ref_group = [v for v in same_group if v in found]
             ref_side = [v for v in same_side if v in found]
-            prior = entry["group"].get(_subset_key(ref_group)) if ref_group else None
+            prior = entry["group"].get(_subset_key(ref_group)) if ref_group and "group" in references else None
             if prior is not None:
                 box, how = _apply_prior(prior, bx.union_box([found[v] for v in ref_group]), n_sd, shape), "group"
-            elif ref_side and entry.get("side") is not None:
+            elif ref_side and entry.get("side") is not None and "side" in references:
                 box = _apply_prior(entry["side"], bx.union_box([found[v] for v in ref_side]), n_sd, shape)
                 how = "side"
-            elif entry.get("volume") is not None:
+            elif entry.get("volume") is not None and "volume" in references:
                 whole = np.array([[0, n] for n in shape], dtype=np.int64)
                 box, how = _apply_prior(entry["volume"], whole, n_sd, shape), "volume"
+        if box is None and "volume" not in references:
+            logger.info("stage 1 found no %s and no neighbour places it: absent", anatomy.region_name(lab))
+            continue
         if box is None:
             logger.warning("no box prior for %s: using the whole volume", anatomy.region_name(lab))
             box = np.array([[0, n] for n in shape], dtype=np.int64)

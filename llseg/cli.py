@@ -312,7 +312,7 @@ def _segment_outputs(output) -> list[Path]:
 
 
 def cmd_segment(args) -> int:
-    from . import guards, io, pipeline
+    from . import coverage, guards, io, pipeline
 
     params = load_params(args.params)
     # Everything that can be checked is checked before the models load (all-or-nothing outputs, llseg.io).
@@ -323,10 +323,18 @@ def cmd_segment(args) -> int:
     guards.check_memory(scan, section(params, "preprocess", args.params)["spacing_mm"])
     with guards.atomic_files(outputs) as staged:
         found = pipeline.segment_scan(scan, staged[outputs[0]], args.models, progress=not args.quiet,
+                                      scan_coverage=args.coverage,
                                       **_preprocess_kwargs(section(params, "preprocess", args.params)),
                                       **_inference_kwargs(params))
     print(f"{args.output}: {found['n_regions']} regions; preprocessing {found['seconds_preprocess']:.1f} s, stage 1 "
           f"{found['seconds_stage1']:.1f} s, stage 2 + postprocessing {found['seconds_stage2']:.1f} s")
+    top, bottom = found["coverage"]
+    if (top, bottom) != coverage.WHOLE:
+        by_reason: dict = {}
+        for lab, reason in found["absent"].items():
+            by_reason.setdefault(reason, []).append(lab)
+        print(f"coverage {top:.2f}-{bottom:.2f} of the T12-to-ankle span; absent: " + "; ".join(
+            f"{len(labs)} {reason}" for reason, labs in sorted(by_reason.items())) + " (see the volumes CSV)")
     return 0
 
 
@@ -504,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sp.add_argument("--allow-label-like", action="store_true", help="segment an image even if its values look "
                     "like label ids (by default such an image is refused as a label map)")
+    sp.add_argument("--coverage", help="the stretch of the leg the scan covers: whole, pelvis_knee, thigh (hip to "
+                    "knee joint), calf (knee to ankle joint), or TOP:BOTTOM fractions of the T12 (0) to ankle (1) "
+                    "span; default: whole leg, required for a scan shorter than 800 mm. Muscles outside it are "
+                    "reported absent ('not in field of view' in the volumes CSV)")
     return parser
 
 

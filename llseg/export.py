@@ -24,6 +24,8 @@ __all__ = [
     "region_volumes_ml",
     "volume_table",
     "VOLUME_COLUMNS",
+    "SEGMENTED",
+    "NO_VOXEL",
     "slicer_color_table",
     "itksnap_label_descriptions",
     "parse_slicer_color_table",
@@ -82,11 +84,15 @@ def region_volumes_ml(labels, spacing_mm) -> np.ndarray:
     return counts.astype(float) * voxel_ml
 
 
-VOLUME_COLUMNS = ("subject", "muscle", "name", "right_ml", "left_ml", "asymmetry_pct")
+VOLUME_COLUMNS = ("subject", "muscle", "name", "right_ml", "left_ml", "asymmetry_pct", "right_status", "left_status")
+
+#: ``right_status`` / ``left_status`` of a region with voxels in the label map, and of one
+#: without voxels and without a reason (the method looked and found nothing: volume 0).
+SEGMENTED, NO_VOXEL = "segmented", "no voxel"
 """Columns of :func:`volume_table`: one row per subject and muscle."""
 
 
-def volume_table(label_maps: dict, decimals: int = 2) -> list[dict]:
+def volume_table(label_maps: dict, decimals: int = 2, *, absent: dict | None = None) -> list[dict]:
     """Muscle volumes (mL) and left-right asymmetry (%), one row per subject and muscle.
 
     Parameters
@@ -97,13 +103,18 @@ def volume_table(label_maps: dict, decimals: int = 2) -> list[dict]:
     decimals : int
         Decimals kept for the volumes and the asymmetry (voxel counts times a voxel volume
         carry no more precision than that).
+    absent : dict of str -> dict of int -> str, optional
+        Subject id -> {region label: why it is absent} (``pipeline.region_status``, e.g. "not
+        in field of view"): those regions get an empty volume and the reason as their status.
 
     Returns
     -------
     list of dict
         Keys :data:`VOLUME_COLUMNS`; subjects in the order of ``label_maps``, muscles in Table-1
         order. ``asymmetry_pct`` is ``None`` (an empty CSV cell) when the muscle is absent on
-        both legs.
+        both legs, or when one side is listed in ``absent`` (its volume is unknown, not zero).
+        ``right_status`` / ``left_status``: :data:`SEGMENTED`, the reason from ``absent``, or
+        :data:`NO_VOXEL` (volume 0).
 
     Raises
     ------
@@ -133,16 +144,23 @@ def volume_table(label_maps: dict, decimals: int = 2) -> list[dict]:
             vol = region_volumes_ml(labels, spacing_mm)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"subject {subject!r}: {exc}") from None
+        reasons = (absent or {}).get(subject, {})
         missing = []
         for m in anatomy.MUSCLES:
             right, left = float(vol[m.right_label]), float(vol[m.left_label])
             mean = (right + left) / 2.0
             asym = round(100.0 * (right - left) / mean, decimals) if mean > 0 else None
-            if asym is None:
+            status = {}
+            for side, lab, ml in (("right", m.right_label, right), ("left", m.left_label, left)):
+                status[side] = SEGMENTED if ml > 0 else reasons.get(lab, NO_VOXEL)
+            if all(v == NO_VOXEL for v in status.values()):
                 missing.append(m.key)
+            known = [status[side] in (SEGMENTED, NO_VOXEL) for side in ("right", "left")]
             rows.append({"subject": subject, "muscle": m.key, "name": m.name,
-                         "right_ml": round(right, decimals), "left_ml": round(left, decimals),
-                         "asymmetry_pct": asym})
+                         "right_ml": round(right, decimals) if known[0] else None,
+                         "left_ml": round(left, decimals) if known[1] else None,
+                         "asymmetry_pct": asym if all(known) else None,
+                         "right_status": status["right"], "left_status": status["left"]})
         if missing:
             warnings.warn(f"subject {subject!r}: {len(missing)} muscle(s) absent on both legs: "
                           f"{', '.join(missing)}", stacklevel=2)

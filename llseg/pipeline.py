@@ -16,12 +16,15 @@ Layout of a study (the defaults of the CLI)::
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import io, runinfo
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "preprocess_cohort",
@@ -144,6 +147,22 @@ def write_training_record(path, settings: dict, history: dict, *, keep=()) -> Pa
     return io.write_json(path, record)
 
 
+def scan_coverages(label_maps, spacing_z_mm: float) -> list[tuple[float, float]]:
+    """Each case's coverage of the T12-to-ankle span (``coverage.coverage_of_scan``: whole-leg
+    when long enough, else from its labels)."""
+    from . import coverage
+
+    return [coverage.coverage_of_scan(lab.shape[2], spacing_z_mm, labels=lab) for lab in label_maps]
+
+
+def present_regions(label_maps) -> set[int]:
+    """Region ids (1..70) present in any of ``label_maps``."""
+    present: set[int] = set()
+    for lab in label_maps:
+        present |= {int(v) for v in np.flatnonzero(np.bincount(lab.ravel(), minlength=1))} - {0}
+    return present
+
+
 def train_stage1_group(preprocessed, out, *, group: int, factor, levels: int, root_filters: int, iterations: int,
                        learning_rate: float, seed: int, validate_every: int, augment_kwargs: dict,
                        class_weight_power: float = 0.0, loss: str = "ce", lr_schedule: str = "constant",
@@ -159,27 +178,53 @@ def train_stage1_group(preprocessed, out, *, group: int, factor, levels: int, ro
     dict
         ``train.fit``'s history.
     """
-    from . import stage1, train
+    from . import anatomy, coverage, stage1, train
 
     train.use_training_threads()  # before any TensorFlow op
     group = int(group)
     factor = tuple(float(f) for f in factor)
-    _, _, images, labels = load_split(preprocessed, "train")
+    manifest, _, images, labels = load_split(preprocessed, "train")
     _, _, test_images, test_labels = load_split(preprocessed, "test")
-    validate = stage1.make_validator(test_images, test_labels, group, factor=factor)
+    dz = float(manifest["spacing_mm"][2])
+    # A cohort labelled for some muscles trains the group on those; partial scans give each case
+    # its own part ranges (the whole-leg cohort: the paper's fixed split, unchanged).
+    all_regions = anatomy.group_labels(group)
+    regions = tuple(lab for lab in all_regions if lab in present_regions(labels))
+    if not regions:
+        raise ValueError(f"group {group}: no training case holds any of its regions "
+                         f"({', '.join(anatomy.region_name(r) for r in all_regions)}); leave it out of the study")
+    ranges = [coverage.part_ranges_in_view(c, stage1.DEFAULT_PART_RANGES) for c in scan_coverages(labels, dz)]
+    test_ranges = [coverage.part_ranges_in_view(c, stage1.DEFAULT_PART_RANGES)
+                   for c in scan_coverages(test_labels, dz)]
+    part = anatomy.GROUPS[group][1]
+    shown = [i for i, r in enumerate(test_ranges) if part in r]
+    subset = None if regions == all_regions else regions
+    if subset is not None and not _mirror_closed(regions):
+        augment_kwargs = {**augment_kwargs, "flip_lr": False}   # a one-sided label has no mirror class
+        logger.info("group %d: regions labelled on one side only; left-right flips off", group)
+    validate = stage1.make_validator([test_images[i] for i in shown], [test_labels[i] for i in shown], group,
+                                     part_ranges=[test_ranges[i] for i in shown], factor=factor, regions=subset)
     with live_logger(None if live_dir is None else Path(live_dir) / f"group_{group:02d}") as live:
         model, history = stage1.train_group(
-            images, labels, group, factor=factor, levels=levels, root_filters=root_filters, iterations=iterations,
-            learning_rate=learning_rate, seed=seed + group, augment_kwargs=augment_kwargs, validate=validate,
-            validate_every=validate_every, live=live, progress=progress, class_weight_power=class_weight_power,
-            loss=loss, lr_schedule=lr_schedule)
+            images, labels, group, part_ranges=ranges, factor=factor, levels=levels, root_filters=root_filters,
+            iterations=iterations, learning_rate=learning_rate, seed=seed + group, augment_kwargs=augment_kwargs,
+            validate=validate, validate_every=validate_every, live=live, progress=progress,
+            class_weight_power=class_weight_power, loss=loss, lr_schedule=lr_schedule, regions=subset)
     out = Path(out)
     io.save_model(model, out)
-    write_training_record(out.with_suffix(".json"), {
-        "group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES, "levels": levels,
-        "root_filters": root_filters, "iterations": iterations, "learning_rate": learning_rate, "loss": loss,
-        "lr_schedule": lr_schedule}, history, keep=("class_weights",))
+    settings = {"group": group, "factor": list(factor), "part_ranges": stage1.DEFAULT_PART_RANGES, "levels": levels,
+                "root_filters": root_filters, "iterations": iterations, "learning_rate": learning_rate,
+                "loss": loss, "lr_schedule": lr_schedule}
+    if subset is not None:  # absent key = all of the group's regions (the whole-leg records predate it)
+        settings["regions"] = list(subset)
+    write_training_record(out.with_suffix(".json"), settings, history, keep=("class_weights",))
     return history
+
+
+def _mirror_closed(regions) -> bool:
+    from . import anatomy
+
+    return all(anatomy.mirror_label(r) in regions for r in regions)
 
 
 def write_box_priors(preprocessed, out) -> dict:
@@ -240,19 +285,45 @@ def train_stage2_muscle(preprocessed, out, *, muscle: str, levels: int, root_fil
 # ----------------------------------------------------------------------------- inference
 
 
-def load_cascade(models_dir):
-    """The trained cascade under ``models_dir``: ``(stage1 models {group: model}, stage2 models
-    {muscle key: model}, box priors, stage-1 training record)``."""
-    from . import anatomy
+def _trained(folder: Path, stems) -> list:
+    """The networks a models folder holds: those with a ``.keras`` or ``.json`` file (a cohort
+    labelled for some muscles trains only those); all of them when it holds none (so a missing
+    file is reported by name)."""
+    held = [s for s in stems if (folder / f"{s}.keras").exists() or (folder / f"{s}.json").exists()]
+    return held or list(stems)
 
+
+def check_models_folder(models_dir) -> Path:
+    """``models_dir`` as a Path, if it has ``stage1/`` and ``stage2/`` (checked before Keras is
+    imported: a missing folder is one clear line)."""
     root = Path(models_dir)
-    for sub in ("stage1", "stage2"):  # checked before Keras is imported: a missing folder is one clear line
+    for sub in ("stage1", "stage2"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"{root / sub}: no such folder, so no trained models (run `make study` or `dvc repro` first)")
-    s1 = {g: io.load_model(root / "stage1" / f"group_{g:02d}.keras") for g in anatomy.GROUPS}
-    record1 = io.read_json(root / "stage1" / "group_01.json")
+    return root
+
+
+def load_cascade(models_dir):
+    """The trained cascade under ``models_dir``: ``(stage1 models {group: model}, stage2 models
+    {muscle key: model}, box priors, stage-1 training record)``.
+
+    The stage-1 record gains ``regions_by_group`` ({group: regions}, for groups trained on some
+    of their regions only). Groups and muscles without a network are left out (logged).
+    """
+    from . import anatomy
+
+    root = check_models_folder(models_dir)
+    groups = _trained(root / "stage1", [f"group_{g:02d}" for g in anatomy.GROUPS])
+    keys = _trained(root / "stage2", [m.key for m in anatomy.MUSCLES])
+    s1 = {int(g[-2:]): io.load_model(root / "stage1" / f"{g}.keras") for g in groups}
+    records = {g: io.read_json(root / "stage1" / f"group_{g:02d}.json") for g in s1}
+    record1 = dict(records[min(records)])
+    record1["regions_by_group"] = {g: tuple(r["regions"]) for g, r in records.items() if "regions" in r}
     priors = io.read_json(root / "stage1" / "box_priors.json")
-    s2 = {m.key: io.load_model(root / "stage2" / f"{m.key}.keras") for m in anatomy.MUSCLES}
+    s2 = {k: io.load_model(root / "stage2" / f"{k}.keras") for k in keys}
+    untrained = [m.key for m in anatomy.MUSCLES if m.key not in s2]
+    if untrained:
+        logger.warning("%s: no stage-2 network for %d muscle(s): %s", root, len(untrained), ", ".join(untrained))
     return s1, s2, priors, record1
 
 
@@ -260,7 +331,8 @@ def _cascade_kwargs(record1: dict, priors: dict, *, n_tta_boxes, ratio_range, se
                     closing_radius_vox) -> dict:
     """``cascade.run_cascade``'s options: the grid of stage 1's training, the inference settings."""
     return dict(priors=priors, part_ranges={k: tuple(v) for k, v in record1["part_ranges"].items()},
-                factor=tuple(record1["factor"]), n_boxes=int(n_tta_boxes),
+                factor=tuple(record1["factor"]), regions_by_group=record1.get("regions_by_group", {}),
+                n_boxes=int(n_tta_boxes),
                 ratio_range=tuple(float(r) for r in ratio_range), seed=int(seed), threshold=float(threshold),
                 closing_radius_vox=tuple(int(r) for r in closing_radius_vox))
 
@@ -304,25 +376,32 @@ def predict_cases(preprocessed, models_dir, out_dir, *, metrics_path, tables_dir
 
     from . import cascade, preprocess
 
-    manifest, cases, images, _ = load_split(preprocessed, "test", labels=False)
+    manifest, cases, images, test_labels = load_split(preprocessed, "test")
+    coverages = scan_coverages(test_labels, float(manifest["spacing_mm"][2]))   # whole leg, or from the labels
+    del test_labels
     s1, s2, priors, record1 = load_cascade(models_dir)
     kwargs = _cascade_kwargs(record1, priors, n_tta_boxes=n_tta_boxes, ratio_range=ratio_range, seed=seed,
                              threshold=threshold, closing_radius_vox=closing_radius_vox)
     out = Path(out_dir)
     timing, boxes = [], []
-    for case, image in tqdm(list(zip(cases, images)), desc="segment test cases", unit="case", disable=not progress):
+    for case, image, scan_coverage in tqdm(list(zip(cases, images, coverages)), desc="segment test cases",
+                                           unit="case", disable=not progress):
         record = manifest["cases"][case]
-        res = cascade.run_cascade(s1, s2, image, **kwargs)
+        res = cascade.run_cascade(s1, s2, image, scan_coverage=scan_coverage, **kwargs)
+        absent = res["stage1"]["absent"]   # regions without a box: outside the view, unplaced, untrained
         affine = np.asarray(record["affine"])
         io.save_nifti(out / "study" / f"{case}_stage1.nii.gz", res["stage1"]["labels"], affine, dtype=np.uint8)
         io.save_nifti(out / "study" / f"{case}_stage2.nii.gz", res["labels"], affine, dtype=np.uint8)
-        io.write_json(out / "study" / f"{case}_boxes.json", {
-            "boxes": {str(k): v.tolist() for k, v in res["stage1"]["boxes"].items()},
-            "estimated": {str(k): v for k, v in res["stage1"]["estimated"].items()}})
+        boxes_record = {"boxes": {str(k): v.tolist() for k, v in res["stage1"]["boxes"].items()},
+                        "estimated": {str(k): v for k, v in res["stage1"]["estimated"].items()}}
+        if absent:  # a partial scan or cohort (a whole-leg case with all networks has none)
+            boxes_record.update(coverage=list(scan_coverage), absent={str(k): v for k, v in absent.items()})
+        io.write_json(out / "study" / f"{case}_boxes.json", boxes_record)
         _, original = preprocess.restore_geometry(res["labels"], record)
         io.save_nifti(out / "labels" / f"{case}.nii.gz", original, np.asarray(record["original_affine"]),
                       dtype=np.uint8)
-        boxes.append({"case": case, "n_estimated_boxes": len(res["stage1"]["estimated"])})
+        boxes.append({"case": case, "n_estimated_boxes": len(res["stage1"]["estimated"]),
+                      **({"n_absent_regions": len(absent)} if absent else {})})
         timing.append({"case": case, "seconds_total": res["seconds"],
                        "seconds_stage1": sum(res["stage1"]["seconds_per_group"].values()),
                        "seconds_stage2": sum(res["stage2"]["seconds_per_muscle"].values()),
@@ -338,6 +417,20 @@ def predict_cases(preprocessed, models_dir, out_dir, *, metrics_path, tables_dir
     io.write_csv(Path(tables_dir) / "timing.csv", timing)
     io.write_text(Path(tables_dir) / "timing.md", _timing_table(summary))
     return summary
+
+
+def region_status(stage1_absent, labels, stage2_models) -> dict[int, str]:
+    """The regions of a final label map whose volume is unknown, with the reason: stage 1's
+    (``cascade.run_stage1(...)["absent"]``: outside the field of view, not placed, no network)
+    or no stage-2 network. A region stage 2 segmented nothing of is not listed (volume 0)."""
+    from . import anatomy, cascade
+
+    present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=anatomy.N_REGIONS + 1)).tolist())
+    status = {lab: reason for lab, reason in stage1_absent.items() if lab not in present}
+    for lab in anatomy.REGIONS:
+        if lab not in present and lab not in status and anatomy.muscle_of_label(lab).key not in stage2_models:
+            status[lab] = cascade.NOT_TRAINED
+    return dict(sorted(status.items()))
 
 
 SEGMENT_STEPS = ("load", "preprocess", "stage 1", "stage 2", "postprocess", "write")
@@ -371,10 +464,13 @@ def _steps(names, *, desc: str, progress: bool):
 
 def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n4_shrink: int, n4_iterations,
                  n_tta_boxes: int, ratio_range, seed: int, threshold: float, closing_radius_vox,
-                 progress: bool = True) -> dict:
+                 scan_coverage=None, progress: bool = True) -> dict:
     """Segment one NIfTI scan with the trained cascade, in the scan's own grid and orientation.
 
     ``image`` is the scan's path, or the scan already read by ``io.load_image`` (not read again).
+    ``scan_coverage`` says which stretch of the leg it covers (``coverage.parse_coverage``: a
+    preset such as ``"thigh"`` or ``(top, bottom)``); None = whole leg, which a scan shorter than
+    ``coverage.WHOLE_LEG_MIN_MM`` cannot be (error). Regions outside it are reported absent.
 
     Writes ``out_path`` (the 70-region label map) and beside it ``<stem>_volumes.csv``
     (``export.volume_table``), ``<stem>_contours.json`` (world-space contours),
@@ -383,10 +479,10 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
     Returns
     -------
     dict
-        ``n_regions`` found, ``seconds_preprocess``, ``seconds_stage1`` and
-        ``seconds_stage2`` (networks and merging).
+        ``n_regions`` found, ``coverage``, ``absent`` {region label: reason},
+        ``seconds_preprocess``, ``seconds_stage1`` and ``seconds_stage2`` (networks and merging).
     """
-    from . import cascade, contours, export, preprocess
+    from . import cascade, contours, coverage, export, preprocess
 
     out = Path(out_path)
     image_path = Path(image.path if isinstance(image, io.Volume) else image)
@@ -400,6 +496,11 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         if min(img.data.shape) < 2:
             raise ValueError(f"{image_path}: a 3-D volume needs at least 2 voxels on every axis, "
                              f"got shape {img.data.shape}")
+        check_models_folder(models_dir)      # cheap checks first: a missing folder, a short scan
+        try:
+            scan_coverage = coverage.coverage_of_scan(img.data.shape[2], img.spacing_mm[2], coverage=scan_coverage)
+        except ValueError as exc:
+            raise ValueError(f"{image_path}: {exc}") from None
         s1, s2, priors, record1 = load_cascade(models_dir)
         kwargs = _cascade_kwargs(record1, priors, n_tta_boxes=n_tta_boxes, ratio_range=ratio_range, seed=seed,
                                  threshold=threshold, closing_radius_vox=closing_radius_vox)
@@ -417,7 +518,8 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
 
         step("stage 1")
         found = cascade.run_stage1(s1, pre["image"], priors=kwargs["priors"], part_ranges=kwargs["part_ranges"],
-                                   factor=kwargs["factor"])
+                                   factor=kwargs["factor"], scan_coverage=scan_coverage,
+                                   regions_by_group=kwargs["regions_by_group"])
         step("stage 2")
         res = cascade.run_stage2(s2, pre["image"], found["boxes"], n_boxes=kwargs["n_boxes"],
                                  ratio_range=kwargs["ratio_range"], seed=kwargs["seed"],
@@ -425,7 +527,9 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
 
         step("postprocess")
         canonical, original = preprocess.restore_geometry(res["labels"], _case_record(img, pre))
-        volumes = export.volume_table({image_path.name: (canonical, img.spacing_mm)})
+        absent = region_status(found["absent"], res["labels"], s2)
+        volumes = export.volume_table({image_path.name: (canonical, img.spacing_mm)},
+                                      absent={image_path.name: absent})
         region_contours = contours.contours_from_labels(canonical, img.spacing_mm, img.affine)
 
         step("write")
@@ -434,6 +538,7 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes, fieldnames=export.VOLUME_COLUMNS)
         io.write_json(out.with_name(f"{stem}_contours.json"), region_contours)
         _write_label_tables(out.with_name(f"{stem}.ctbl"), out.with_name(f"{stem}_itksnap.txt"))
-    return {"n_regions": len(np.unique(canonical)) - 1, "seconds_preprocess": t_pre,
+    return {"n_regions": len(np.unique(canonical)) - 1, "coverage": scan_coverage, "absent": absent,
+            "seconds_preprocess": t_pre,
             "seconds_stage1": sum(found["seconds_per_group"].values()),
             "seconds_stage2": sum(res["seconds_per_muscle"].values()) + res["seconds_postprocess"]}

@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_PART_RANGES",
     "split_parts",
     "downsample",
+    "group_regions",
     "group_classes",
     "class_labels",
     "class_mirror",
@@ -76,10 +77,14 @@ def _low_shape(shape, factor) -> tuple[int, int, int]:
     return out
 
 
-def _part_of_group(group: int) -> str:
+def _check_group(group: int) -> int:
     if group not in anatomy.GROUPS:
         raise ValueError(f"group must be one of {sorted(anatomy.GROUPS)}, got {group!r}")
-    return anatomy.GROUPS[group][1]
+    return group
+
+
+def _part_of_group(group: int) -> str:
+    return anatomy.GROUPS[_check_group(group)][1]
 
 
 def _part_slice(n_slices: int, group: int, part_ranges) -> slice:
@@ -209,13 +214,34 @@ def _downsample(vol: np.ndarray, factor, order: int) -> np.ndarray:
 # --------------------------------------------------------------------------- classes
 
 
-def group_classes(group: int) -> np.ndarray:
+def group_regions(group: int, regions=None) -> tuple[int, ...]:
+    """The region labels a group's network segments: ``anatomy.group_labels(group)``, or those of
+    them in ``regions`` (a cohort labelled for some muscles only), in the same order.
+
+    Raises
+    ------
+    ValueError
+        A bad group, or ``regions`` holding none of the group's regions.
+    """
+    labels = anatomy.group_labels(_check_group(group))
+    if regions is None:
+        return labels
+    wanted = {int(r) for r in regions}
+    kept = tuple(lab for lab in labels if lab in wanted)
+    if not kept:
+        raise ValueError(f"group {group} has none of the regions {sorted(wanted)}; its regions are {list(labels)}")
+    return kept
+
+
+def group_classes(group: int, regions=None) -> np.ndarray:
     """Lookup table from region label id to the group network's class index.
 
     Parameters
     ----------
     group : int
         Stage-1 group, 1..10 (``anatomy.GROUPS``).
+    regions : iterable of int, optional
+        Only these of the group's regions get a class (:func:`group_regions`); default all.
 
     Returns
     -------
@@ -224,23 +250,23 @@ def group_classes(group: int) -> np.ndarray:
         ``anatomy.group_labels(group)`` order (right muscles, then left), map to classes
         1..2k; every other id, including 0, maps to 0 (background). Apply as ``lut[labels]``.
     """
-    labels = anatomy.group_labels(group)
+    labels = group_regions(group, regions)
     lut = np.zeros(anatomy.N_REGIONS + 1, dtype=np.uint8)
     lut[list(labels)] = np.arange(1, len(labels) + 1)
     return lut
 
 
-def class_labels(group: int) -> np.ndarray:
+def class_labels(group: int, regions=None) -> np.ndarray:
     """Inverse of :func:`group_classes`: class index (0..2k) -> region label id (0 for background).
 
     Returns
     -------
     (2k + 1,) ndarray of int64
     """
-    return np.array((0,) + anatomy.group_labels(group), dtype=np.int64)
+    return np.array((0,) + group_regions(group, regions), dtype=np.int64)
 
 
-def class_mirror(group: int) -> np.ndarray:
+def class_mirror(group: int, regions=None) -> np.ndarray:
     """Class -> class of the same muscle on the other leg, for ``augment.augment(label_mirror=...)``.
 
     Returns
@@ -249,7 +275,7 @@ def class_mirror(group: int) -> np.ndarray:
         ``augment.mirror_table(anatomy.group_labels(group))``: background stays 0; applying it
         twice is the identity.
     """
-    return augment.mirror_table(anatomy.group_labels(group))
+    return augment.mirror_table(group_regions(group, regions))
 
 
 # --------------------------------------------------------------------------- training
@@ -273,7 +299,7 @@ class _GroupSampler:
 
 def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray], group: int, *,
                  part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1), augment_kwargs: Mapping | None = None,
-                 divisor: int = 4):
+                 divisor: int = 4, regions=None):
     """Training sampler of one stage-1 group for ``train.fit``.
 
     Parameters
@@ -284,8 +310,10 @@ def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray],
         Their label maps (0..70, ``anatomy``).
     group : int
         Stage-1 group, 1..10.
-    part_ranges : mapping, optional
-        See :func:`split_parts`; the group's body part is cut from every case.
+    part_ranges : mapping, or sequence of mappings (one per case), optional
+        See :func:`split_parts`; the group's body part is cut from every case. Per case (a
+        cohort of partial scans, ``llseg.coverage.part_ranges_in_view``), a case whose mapping
+        lacks the part is left out.
     factor : float or tuple of 3 float, optional
         Downsampling factor (:func:`downsample`): linear for the image, nearest for labels.
     augment_kwargs : mapping, optional
@@ -296,6 +324,8 @@ def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray],
         Every case is padded (edge mode, image and labels alike, as ``train.predict_proba``
         pads) to one common shape, a multiple of ``divisor`` (the model's
         ``2 ** (levels - 1)``), so the network sees a single input shape.
+    regions : iterable of int, optional
+        The group's regions the network learns (:func:`group_regions`); default all of them.
 
     Returns
     -------
@@ -321,7 +351,7 @@ def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray],
         raise ValueError(f"augment_kwargs must not set {sorted(bad)}; make_sampler sets them")
     if isinstance(divisor, bool) or not isinstance(divisor, (int, np.integer)) or divisor < 1:
         raise ValueError(f"divisor must be a positive int, got {divisor!r}")
-    low_images, low_labels = _low_parts(images, label_maps, group, part_ranges, factor)
+    low_images, low_labels = _low_parts(images, label_maps, group, part_ranges, factor, regions)
     common = np.max([im.shape for im in low_images], axis=0)
     common = -(-common // divisor) * divisor
     for i, (im, lab) in enumerate(zip(low_images, low_labels)):
@@ -329,39 +359,57 @@ def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray],
         pads = [(t // 2, t - t // 2) for t in total]
         low_images[i] = np.pad(im, pads, mode="edge").astype(np.float32, copy=False)
         low_labels[i] = np.pad(lab, pads, mode="edge")
-    logger.info("stage-1 group %d: %d cases, part %s, low-resolution input %s", group, len(images),
+    logger.info("stage-1 group %d: %d cases, part %s, low-resolution input %s", group, len(low_images),
                 anatomy.GROUPS[group][1], tuple(int(c) for c in common))
-    return _GroupSampler(low_images, low_labels, group, class_mirror(group), augment_kwargs)
+    return _GroupSampler(low_images, low_labels, group, class_mirror(group, regions), augment_kwargs)
 
 
-def _low_parts(images, label_maps, group, part_ranges, factor) -> tuple[list, list]:
-    """Downsampled group part of every case: images (linear), class maps (nearest), unpadded."""
+def _ranges_per_case(part_ranges, n_cases: int) -> list:
+    """One part-ranges mapping per case: ``part_ranges`` itself for all, or its items."""
+    if isinstance(part_ranges, Mapping):
+        return [part_ranges] * n_cases
+    per_case = list(part_ranges)
+    if len(per_case) != n_cases:
+        raise ValueError(f"part_ranges: one mapping per case expected ({n_cases}), got {len(per_case)}")
+    return per_case
+
+
+def _low_parts(images, label_maps, group, part_ranges, factor, regions=None) -> tuple[list, list]:
+    """Downsampled group part of every case that shows it: images (linear), class maps (nearest),
+    unpadded. With per-case ranges, a case whose ranges lack the group's part is left out."""
     if len(images) == 0 or len(images) != len(label_maps):
         raise ValueError(f"images and label_maps must be non-empty and of equal length, got {len(images)} "
                          f"and {len(label_maps)}")
-    _part_slice(1, group, part_ranges)                   # fail early on a bad group or part_ranges
-    lut = group_classes(group)
+    per_case = _ranges_per_case(part_ranges, len(images))
+    part = _part_of_group(group)
+    if isinstance(part_ranges, Mapping):
+        _part_slice(1, group, part_ranges)               # fail early on a bad part_ranges
+    lut = group_classes(group, regions)
     low_images, low_classes = [], []
-    for i, (image, labels) in enumerate(zip(images, label_maps)):
+    for i, (image, labels, ranges) in enumerate(zip(images, label_maps, per_case)):
+        if part not in ranges:
+            continue                                     # this case does not show the part
         image = _validate.volume(image, f"images[{i}]")
         labels = _validate.label_map(_validate.volume(labels, f"label_maps[{i}]"), f"label_maps[{i}]",
                                      valid=range(1, anatomy.N_REGIONS + 1))
         _validate.same_shape(image, labels, f"images[{i}]", f"label_maps[{i}]")
-        sl = _part_slice(image.shape[2], group, part_ranges)
+        sl = _part_slice(image.shape[2], group, ranges)
         low_images.append(_downsample(image[:, :, sl], factor, 1))
         low_classes.append(_downsample(lut[labels[:, :, sl]], factor, 0))        # classes, uint8
+    if not low_images:
+        raise ValueError(f"no case shows the {part} part of group {group}")
     return low_images, low_classes
 
 
 def make_validator(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray], group: int, *,
-                   part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1)):
+                   part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1), regions=None):
     """Validation callback for ``train.fit``: mean low-resolution Dice of a group's regions.
 
     Parameters
     ----------
     images, label_maps : sequence of (X, Y, Z) ndarray
         Held-out study-grid images and label maps.
-    group, part_ranges, factor
+    group, part_ranges, factor, regions
         As in :func:`make_sampler`.
 
     Returns
@@ -378,8 +426,8 @@ def make_validator(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray
     if len(images) == 0 and len(label_maps) == 0:
         logger.warning("make_validator: no held-out cases for group %d; validation returns NaN", group)
         return lambda model: float("nan")
-    low_images, low_classes = _low_parts(images, label_maps, group, part_ranges, factor)
-    n_classes = len(class_labels(group))
+    low_images, low_classes = _low_parts(images, label_maps, group, part_ranges, factor, regions)
+    n_classes = len(class_labels(group, regions))
 
     def validate(model) -> float:
         per_case = []
@@ -398,12 +446,12 @@ def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANG
                 iterations: int = 2000, learning_rate: float = 0.01, seed: int = 0,
                 augment_kwargs: Mapping | None = None, validate=None, validate_every: int = 50, live=None,
                 progress: bool = True, class_weight_power: float = 0.0, loss: str = "ce",
-                lr_schedule: str = "constant"):
+                lr_schedule: str = "constant", regions=None):
     """Build and train the stage-1 network of one group (``models.build_model`` + ``train.fit``).
 
     Parameters
     ----------
-    images, label_maps, group, part_ranges, factor, augment_kwargs
+    images, label_maps, group, part_ranges, factor, augment_kwargs, regions
         As in :func:`make_sampler`.
     arch, levels, root_filters, block
         As in ``llseg.models.build_model`` (paper stage 1: a plain U-Net with four levels).
@@ -424,7 +472,7 @@ def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANG
 
     keras.utils.set_random_seed(int(seed))           # the initial weights too (fit seeds again later)
     sampler = make_sampler(images, label_maps, group, part_ranges=part_ranges, factor=factor,
-                           augment_kwargs=augment_kwargs, divisor=2 ** (levels - 1))
+                           augment_kwargs=augment_kwargs, divisor=2 ** (levels - 1), regions=regions)
     model = models.build_model(arch, (None, None, None, 1), sampler.n_classes, levels=levels,
                                root_filters=root_filters, block=block)
     history = train.fit(model, sampler, iterations=iterations, learning_rate=learning_rate, seed=seed,
@@ -437,7 +485,7 @@ def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANG
 
 
 def predict_group(model, image, group: int, *, part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1),
-                  check_input: bool = True) -> np.ndarray:
+                  check_input: bool = True, regions=None) -> np.ndarray:
     """Class probabilities of one group's network on the downsampled body part.
 
     Parameters
@@ -452,6 +500,8 @@ def predict_group(model, image, group: int, *, part_ranges=DEFAULT_PART_RANGES, 
         The values used in training (:func:`make_sampler`).
     check_input : bool, optional
         Check ``image``; False for callers that checked it already (``llseg.cascade``).
+    regions : iterable of int, optional
+        The regions the network was trained for (:func:`group_regions`); default all.
 
     Returns
     -------
@@ -469,13 +519,13 @@ def predict_group(model, image, group: int, *, part_ranges=DEFAULT_PART_RANGES, 
     sl = _part_slice(image.shape[2], group, part_ranges)
     low = _downsample(image[:, :, sl], factor, 1)                   # (X', Y', Z'_part)
     probs = train.predict_proba(model, low)                              # (X', Y', Z'_part, K)
-    n_classes = len(class_labels(group))
+    n_classes = len(class_labels(group, regions))
     if probs.shape[-1] != n_classes:
         raise ValueError(f"model {model.name} outputs {probs.shape[-1]} classes; group {group} needs {n_classes}")
     return probs
 
 
-def boxes_from_prediction(probs, group: int, *, part_slice: slice, factor, full_shape
+def boxes_from_prediction(probs, group: int, *, part_slice: slice, factor, full_shape, regions=None
                           ) -> dict[int, np.ndarray | None]:
     """Study-grid box of every region of a group from its low-resolution prediction.
 
@@ -491,6 +541,8 @@ def boxes_from_prediction(probs, group: int, *, part_slice: slice, factor, full_
         Downsampling factor used; ``probs.shape[:3]`` must equal the downsampled part shape.
     full_shape : tuple of 3 int
         Study-grid shape ``(X, Y, Z)``.
+    regions : iterable of int, optional
+        The regions of the network (:func:`group_regions`); default all of the group's.
 
     Returns
     -------
@@ -514,7 +566,7 @@ def boxes_from_prediction(probs, group: int, *, part_slice: slice, factor, full_
     probs = np.asarray(probs)
     if probs.ndim != 4:
         raise ValueError(f"probs: expected (X, Y, Z, n_classes), got shape {probs.shape}")
-    lab_of_class = class_labels(group)
+    lab_of_class = class_labels(group, regions)
     if probs.shape[-1] != len(lab_of_class):
         raise ValueError(f"probs has {probs.shape[-1]} classes; group {group} has {len(lab_of_class)} "
                          f"(background + {len(lab_of_class) - 1} regions)")

@@ -193,6 +193,11 @@ def _seg(t, image="scan.nii.gz", out="out/scan_muscles.nii.gz", params="study_pa
             "-q", *more]
 
 
+def _seg_whole(t):
+    """``_seg`` of the (60 mm) test scan declared whole-leg, to reach the model checks."""
+    return _seg(t, "scan.nii.gz", "out/scan_muscles.nii.gz", "study_params.yaml", "models", "--coverage", "whole")
+
+
 def _write_params_text(t, text):
     (t / "study_params.yaml").write_text(text)
 
@@ -251,9 +256,17 @@ SEGMENT_CASES = {
                                         "lies inside the input folder"),
     "output is the params file": (lambda t: _seg(t, out="study_params.yaml"), "output must end in .nii"),
     "no models folder": (lambda t: _seg(t), "no such folder"),
-    "missing model file": (lambda t: (_models(t), _seg(t))[1], "group_01.keras: no such model file"),
-    "truncated model file": (lambda t: (_models(t, truncate=True), _seg(t))[1],
+    "missing model file": (lambda t: (_models(t), _seg_whole(t))[1], "group_01.keras: no such model file"),
+    "truncated model file": (lambda t: (_models(t, truncate=True), _seg_whole(t))[1],
                              "group_01.keras: not a readable .keras model (truncated or corrupt"),
+    "short scan without --coverage": (lambda t: (_models(t), _seg(t))[1],
+                                      "scan.nii.gz: the scan is 60 mm long, shorter than a whole leg"),
+    "unknown --coverage": (lambda t: (_models(t), _seg(t, "scan.nii.gz", "out/scan_muscles.nii.gz",
+                                                        "study_params.yaml", "models", "--coverage", "knee"))[1],
+                           "coverage 'knee': give a preset (whole, pelvis_knee, thigh, calf) or TOP:BOTTOM"),
+    "--coverage out of order": (lambda t: (_models(t), _seg(t, "scan.nii.gz", "out/scan_muscles.nii.gz",
+                                                             "study_params.yaml", "models", "--coverage", "0.6:0.2"))[1],
+                                "fractions must satisfy 0 <= top < bottom <= 1"),
     "label-like scan allowed, then no models": (lambda t: (_nifti(t / "l.nii.gz", _labels()),
                                                            _seg(t, "l.nii.gz", "out/l_seg.nii.gz", "study_params.yaml",
                                                                 "models", "--allow-label-like"))[1], "no such folder"),
@@ -336,7 +349,7 @@ def test_corrupt_model_in_a_fresh_process_is_one_line(study):
     """A zip that is not a Keras model: one stderr line naming the file, no TensorFlow start-up lines."""
     path = _models(study, junk_zip=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}   # the CLI must quieten TensorFlow itself
-    res = subprocess.run([sys.executable, "-m", "llseg.cli", *_seg(study)], capture_output=True, text=True, env=env,
+    res = subprocess.run([sys.executable, "-m", "llseg.cli", *_seg_whole(study)], capture_output=True, text=True, env=env,
                          timeout=120)
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()

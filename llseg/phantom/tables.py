@@ -39,8 +39,7 @@ FAT, MUSCLE, CORTEX, MARROW, VESSEL, VISCERA = (TISSUE[k] for k in ("fat", "musc
                                                                     "vessel", "viscera"))
 
 #: Reference landmark positions as fractions of the T12 (0) to ankle (1) span of a 1.8 m adult.
-LANDMARKS: dict[str, float] = {"t12": 0.0, "iliac_crest": 0.08, "hip_joint": 0.19, "knee_joint": 0.60,
-                               "ankle_joint": 1.0}
+LANDMARKS: dict[str, float] = anatomy.LANDMARKS
 
 REF_HEIGHT_M = 1.8
 REF_RATIOS = (0.114, 0.246, 0.240)   # T12-hip, hip-knee, knee-ankle lengths / height

@@ -1,0 +1,234 @@
+"""Which stretch of the leg a scan covers, and what stage 1 does with it.
+
+The paper's scans all run from T12 to the ankle, and stage 1 splits them into body parts by
+fixed fractions of that span (``stage1.DEFAULT_PART_RANGES``). Most lower-limb MRI covers less:
+the thigh, the calf, pelvis to knee. A scan's **coverage** is the ``(top, bottom)`` stretch of
+the T12 (0.0) to ankle (1.0) span it holds, on the same scale as ``anatomy.Muscle.si_extent``
+and ``anatomy.LANDMARKS``. From it follow:
+
+- the body parts in view and where they lie in the scan (:func:`part_ranges_in_view`): for a
+  whole-leg scan, ``(0, 1)``, exactly the paper's fixed split;
+- the muscles in view (:func:`regions_in_view`): a muscle outside is reported absent and never
+  gets a box estimated from its neighbours.
+
+Where the coverage comes from (:func:`coverage_of_scan`): a scan at least
+``WHOLE_LEG_MIN_MM`` long is a whole-leg scan; a shorter one takes its coverage from its label
+map when it has one (:func:`coverage_from_labels`, training and evaluation), else from the
+user (``llseg segment --coverage thigh``, a preset of :data:`COVERAGE_PRESETS` or
+``TOP:BOTTOM``): a short scan without either is an error, never a silent whole-leg guess.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from . import anatomy
+
+__all__ = [
+    "WHOLE",
+    "WHOLE_LEG_MIN_MM",
+    "REFERENCE_SPAN_MM",
+    "COVERAGE_PRESETS",
+    "parse_coverage",
+    "coverage_from_labels",
+    "coverage_of_scan",
+    "part_ranges_in_view",
+    "regions_in_view",
+    "regions_inside_view",
+]
+
+#: The whole T12-to-ankle span.
+WHOLE = (0.0, 1.0)
+
+#: T12 to ankle of the reference 1.8 m adult (``anatomy.si_extent``'s scale): 0.6 of the height.
+REFERENCE_SPAN_MM = 1080.0
+
+#: A scan at least this long (mm, along Z) counts as whole-leg: the T12-to-ankle span of a 1.5 m
+#: adult is about 900 mm; pelvis-to-knee scans are about 560 mm and thigh-only scans 450 mm.
+WHOLE_LEG_MIN_MM = 800.0
+
+#: Named coverages (top, bottom) from ``anatomy.LANDMARKS``.
+COVERAGE_PRESETS: dict[str, tuple[float, float]] = {
+    "whole": WHOLE,
+    "pelvis_knee": (anatomy.LANDMARKS["iliac_crest"], anatomy.LANDMARKS["knee_joint"]),
+    "thigh": (anatomy.LANDMARKS["hip_joint"], anatomy.LANDMARKS["knee_joint"]),
+    "calf": (anatomy.LANDMARKS["knee_joint"], anatomy.LANDMARKS["ankle_joint"]),
+}
+
+#: A body part is run by stage 1 when at least this share of the span of it is in view.
+_MIN_PART_OVERLAP = 0.05
+
+
+def parse_coverage(value) -> tuple[float, float]:
+    """A coverage from a preset name, ``"TOP:BOTTOM"`` or a pair of fractions.
+
+    Returns
+    -------
+    (float, float)
+        ``(top, bottom)`` fractions of the T12 (0) to ankle (1) span, ``0 <= top < bottom <= 1``.
+
+    Raises
+    ------
+    ValueError
+        An unknown name, an unparsable string or fractions out of order or range.
+    """
+    if isinstance(value, str):
+        if value in COVERAGE_PRESETS:
+            return COVERAGE_PRESETS[value]
+        parts = value.split(":")
+        if len(parts) != 2:
+            raise ValueError(f"coverage {value!r}: give a preset ({', '.join(COVERAGE_PRESETS)}) or TOP:BOTTOM "
+                             "fractions of the T12 (0) to ankle (1) span, e.g. 0.19:0.60")
+        value = parts
+    try:
+        top, bottom = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"coverage {value!r}: expected two fractions (top, bottom)") from None
+    if not 0.0 <= top < bottom <= 1.0:
+        raise ValueError(f"coverage {value!r}: fractions must satisfy 0 <= top < bottom <= 1 "
+                         "(0 = T12, 1 = ankle)")
+    return top, bottom
+
+
+def coverage_from_labels(labels, spacing_z_mm: float) -> tuple[float, float]:
+    """Estimate the coverage of a scan from the muscles in its label map.
+
+    Parameters
+    ----------
+    labels : (X, Y, Z) ndarray of int
+        Label map in RAS+ (Z = 0 inferior), ids 0..70.
+    spacing_z_mm : float
+        Slice spacing (mm).
+
+    Returns
+    -------
+    (float, float)
+        ``(top, bottom)`` fractions of the T12-to-ankle span, clipped to ``[0, 1]``.
+
+    Raises
+    ------
+    ValueError
+        No muscle in the label map.
+
+    Notes
+    -----
+    Each muscle's top and bottom slice is matched with its reference extent
+    (``anatomy.Muscle.si_extent``); ends cut by the edge of the scan carry no information and are
+    left out. A straight line ``z = a + b u`` through these (slice, fraction) pairs (least
+    squares) gives the fractions at the scan's two ends. With fewer than two distinct
+    reference fractions, or a fitted length outside 0.6-1.6 times the reference span, the
+    slope is fixed at the reference span and only the offset is fitted (median), so a label
+    map with one muscle still gives an answer.
+    """
+    labels = np.asarray(labels)
+    n = labels.shape[2]
+    objects = ndi.find_objects(labels.astype(np.int32, copy=False), max_label=anatomy.N_REGIONS)
+    z_of, u_of = [], []
+    for lab, sl in enumerate(objects, start=1):
+        if sl is None:
+            continue
+        top_u, bottom_u = anatomy.muscle_of_label(lab).si_extent
+        if sl[2].stop < n:                    # top not cut by the scan's upper edge
+            z_of.append(sl[2].stop)
+            u_of.append(top_u)
+        if sl[2].start > 0:                   # bottom not cut by the lower edge
+            z_of.append(sl[2].start)
+            u_of.append(bottom_u)
+    if not any(sl is not None for sl in objects):
+        raise ValueError("coverage_from_labels: the label map holds no muscle")
+    ref_slope = -REFERENCE_SPAN_MM / float(spacing_z_mm)       # slices per unit of fraction (u grows down)
+    z, u = np.asarray(z_of, float), np.asarray(u_of, float)
+    slope = ref_slope
+    if np.unique(u).size >= 2:
+        fitted = np.polyfit(u, z, 1)[0]
+        if 0.6 <= fitted / ref_slope <= 1.6:
+            slope = float(fitted)
+    if z.size:
+        offset = float(np.median(z - slope * u))
+    else:  # every muscle touches both ends: centre the scan on the muscles' mean reference extent
+        present = [anatomy.muscle_of_label(lab).si_extent for lab, sl in enumerate(objects, 1) if sl is not None]
+        offset = n / 2 - slope * float(np.mean(present))
+    top = (n - offset) / slope
+    bottom = (0.0 - offset) / slope
+    return float(np.clip(top, 0.0, 1.0)), float(np.clip(bottom, 0.0, 1.0))
+
+
+def coverage_of_scan(n_slices: int, spacing_z_mm: float, *, labels=None, coverage=None) -> tuple[float, float]:
+    """The coverage of one scan on the study grid (see the module docstring for the rule).
+
+    Parameters
+    ----------
+    n_slices : int
+        Slices (Z size).
+    spacing_z_mm : float
+        Slice spacing (mm).
+    labels : (X, Y, Z) ndarray of int, optional
+        The scan's label map, used when the scan is shorter than a whole leg.
+    coverage : str or (float, float), optional
+        What the user says (:func:`parse_coverage`); it wins over everything else.
+
+    Raises
+    ------
+    ValueError
+        A scan shorter than ``WHOLE_LEG_MIN_MM`` with neither ``labels`` nor ``coverage``.
+    """
+    if coverage is not None:
+        return parse_coverage(coverage)
+    length_mm = n_slices * float(spacing_z_mm)
+    if length_mm >= WHOLE_LEG_MIN_MM:
+        return WHOLE
+    if labels is not None:
+        return coverage_from_labels(labels, spacing_z_mm)
+    raise ValueError(f"the scan is {length_mm:.0f} mm long, shorter than a whole leg (T12 to ankle, at least "
+                     f"{WHOLE_LEG_MIN_MM:.0f} mm): say what it covers with --coverage "
+                     f"({', '.join(COVERAGE_PRESETS)}, or TOP:BOTTOM fractions of the T12 (0) to ankle (1) span)")
+
+
+def part_ranges_in_view(coverage, part_ranges: Mapping[str, tuple[float, float]]
+                        ) -> dict[str, tuple[float, float]]:
+    """The body parts a scan shows, as ``(top, bottom)`` fractions of the scan itself.
+
+    Parameters
+    ----------
+    coverage : (float, float)
+        The scan's ``(top, bottom)`` on the T12-to-ankle span.
+    part_ranges : mapping of str to (float, float)
+        Part -> ``(top, bottom)`` on the T12-to-ankle span (``stage1.DEFAULT_PART_RANGES``).
+
+    Returns
+    -------
+    dict of str to (float, float)
+        Each part with at least 0.05 of the span in view, its visible stretch rescaled to the
+        scan (``stage1.split_parts`` input). For ``coverage = (0, 1)`` this is ``part_ranges``
+        itself, value for value.
+    """
+    top, bottom = parse_coverage(coverage)
+    length = bottom - top
+    out = {}
+    for part, (p_top, p_bottom) in part_ranges.items():
+        lo, hi = max(p_top, top), min(p_bottom, bottom)
+        if hi - lo >= _MIN_PART_OVERLAP or (top, bottom) == WHOLE:
+            out[part] = ((lo - top) / length, (hi - top) / length)
+    return out
+
+
+def _overlap(extent, coverage) -> float:
+    return min(extent[1], coverage[1]) - max(extent[0], coverage[0])
+
+
+def regions_in_view(coverage) -> tuple[int, ...]:
+    """Region labels whose muscle's reference extent overlaps the coverage (sorted)."""
+    top, bottom = parse_coverage(coverage)
+    return tuple(sorted(lab for lab in anatomy.REGIONS
+                        if _overlap(anatomy.muscle_of_label(lab).si_extent, (top, bottom)) > 0))
+
+
+def regions_inside_view(coverage) -> tuple[int, ...]:
+    """Region labels whose muscle's reference extent lies wholly inside the coverage (sorted):
+    the only ones whose box may be estimated from neighbours when stage 1 misses them."""
+    top, bottom = parse_coverage(coverage)
+    return tuple(sorted(lab for lab in anatomy.REGIONS
+                        if top <= anatomy.muscle_of_label(lab).si_extent[0]
+                        and anatomy.muscle_of_label(lab).si_extent[1] <= bottom))
