@@ -1,0 +1,111 @@
+"""Label maps in another numbering: mapping files, renumbering, the MuscleMap mapping, llseg import-labels."""
+import textwrap
+
+import numpy as np
+import pytest
+
+from llseg import anatomy, label_mapping
+
+GMAX_R, GMAX_L = anatomy.label_id("gluteus_maximus", "right"), anatomy.label_id("gluteus_maximus", "left")
+SOL_R = anatomy.label_id("soleus", "right")
+
+#: A made-up convention: 10/11 gluteus maximus L/R, 20 right soleus, 99 femur (known, not mapped).
+EXAMPLE = """\
+# Example convention (made up for the tests), version 1
+source_id,source_name,muscle,side
+
+10,Gmax L,gluteus_maximus,left
+11,Gmax R,Gluteus maximus,Right
+  # an indented comment
+20,"Soleus, right",soleus,right
+99,Femur,,
+"""
+
+
+def _write(tmp_path, text, name="map.csv"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def example(tmp_path):
+    return label_mapping.load_mapping(_write(tmp_path, EXAMPLE))
+
+
+def test_load_mapping_reads_rows_names_and_known_unmapped(example):
+    assert example == {10: GMAX_L, 11: GMAX_R, 20: SOL_R, 99: 0}   # Table-1 names and any case accepted
+
+
+def test_apply_mapping_renumbers_a_tiny_volume(example):
+    labels = np.zeros((3, 2, 2), np.int16)
+    labels[0, 0, 0], labels[1, :, :], labels[2, 1, 1], labels[2, 0, 0] = 10, 11, 20, 99
+    before = labels.copy()
+    out = label_mapping.apply_mapping(labels, example)
+    want = np.zeros((3, 2, 2), np.uint8)
+    want[0, 0, 0], want[1, :, :], want[2, 1, 1] = GMAX_L, GMAX_R, SOL_R      # 99 (femur) -> 0 silently
+    assert out.dtype == np.uint8 and np.array_equal(out, want)
+    assert np.array_equal(labels, before)                                      # input untouched
+
+
+def test_apply_mapping_edges(example):
+    assert label_mapping.apply_mapping(np.zeros((0, 4, 4), np.int32), example).shape == (0, 4, 4)
+    assert label_mapping.apply_mapping(np.full((1, 1, 1), 11.0), example).tolist() == [[[GMAX_R]]]  # integral floats
+    with pytest.raises(TypeError, match="integers"):
+        label_mapping.apply_mapping(np.full((1, 1, 1), 10.5), example)
+    big = np.array([[[0, 2**40, 11]]], np.int64)                               # beyond the lookup table
+    assert label_mapping.unmapped_values(big, example) == {2**40: 1}
+    with pytest.raises(ValueError, match="background 0 must map to 0"):
+        label_mapping.apply_mapping(np.zeros((2, 2, 2), int), {0: 5})
+
+
+def test_unmapped_values_are_refused_with_values_and_counts(example):
+    labels = np.array([[[0, 10, 7, 7], [500, -3, 7, 11]]])
+    with pytest.raises(ValueError, match=r"3 label value\(s\) not in the mapping: -3 \(1 voxel\), 7 \(3 voxels\), "
+                                         r"500 \(1 voxel\)"):
+        label_mapping.apply_mapping(labels, example)
+
+
+def test_drop_unmapped_sets_them_to_0_and_they_are_reported(example):
+    labels = np.array([[[0, 10, 7, 7], [500, 99, 7, 11]]])
+    assert label_mapping.unmapped_values(labels, example) == {7: 3, 500: 1}   # 99 is known: not unmapped
+    out = label_mapping.apply_mapping(labels, example, drop_unmapped=True)
+    assert out.tolist() == [[[0, GMAX_L, 0, 0], [0, 0, 0, GMAX_R]]]
+
+
+@pytest.mark.parametrize("row, line, match", [
+    ("5,x,gluteus_maximal,left", 3, "unknown muscle 'gluteus_maximal'"),
+    ("10,again,soleus,left", 4, "source id 10 is listed twice \\(first on line 3\\)"),
+    ("5,x,soleus,up", 3, "side must be 'right' or 'left'.*got 'up'"),
+    ("5,x,soleus,", 3, "muscle 'soleus' needs a side"),
+    ("five,x,soleus,left", 3, "source_id must be an integer >= 0, got 'five'"),
+    ("-5,x,soleus,left", 3, "source_id must be an integer >= 0, got -5"),
+    ("0,background,soleus,left", 3, "source id 0 is background"),
+    ("5,x,soleus", 3, "expected 4 fields"),
+    ("11,x,gluteus_maximus,left", 4, "source id 11 maps onto Gluteus maximus \\(left\\).*source id 10 on line 3.*allow_merge"),
+])
+def test_bad_mapping_files_are_refused_naming_file_and_line(tmp_path, row, line, match):
+    rows = ["10,Gmax L,gluteus_maximus,left", row] if line == 4 else [row]
+    path = _write(tmp_path, "# comment\nsource_id,source_name,muscle,side\n" + "\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match=f"{path}:{line}: {match}"):
+        label_mapping.load_mapping(path)
+
+
+def test_bad_header_and_empty_files(tmp_path):
+    with pytest.raises(ValueError, match=r"map.csv:2: expected the header 'source_id,source_name,muscle,side'"):
+        label_mapping.load_mapping(_write(tmp_path, "# c\nid,name,muscle,side\n1,a,soleus,left\n"))
+    with pytest.raises(ValueError, match="lists no labels"):
+        label_mapping.load_mapping(_write(tmp_path, "source_id,source_name,muscle,side\n"))
+    with pytest.raises(FileNotFoundError, match="no such mapping file"):
+        label_mapping.mapping_file(tmp_path / "nowhere.csv")
+
+
+def test_merges_need_allow_merge_and_cannot_be_inverted(tmp_path):
+    path = _write(tmp_path, "source_id,source_name,muscle,side\n1,fib longus,fibulari,left\n2,fib brevis,fibulari,left\n")
+    with pytest.raises(ValueError, match="allow_merge"):
+        label_mapping.load_mapping(path)
+    merged = label_mapping.load_mapping(path, allow_merge=True)
+    fib_l = anatomy.label_id("fibulari", "left")
+    assert merged == {1: fib_l, 2: fib_l}
+    with pytest.raises(ValueError, match=f"source values 1 and 2 both map to {fib_l}"):
+        label_mapping.invert_mapping(merged)
