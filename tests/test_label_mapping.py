@@ -73,6 +73,21 @@ def test_drop_unmapped_sets_them_to_0_and_they_are_reported(example):
     assert out.tolist() == [[[0, GMAX_L, 0, 0], [0, 0, 0, GMAX_R]]]
 
 
+def test_musclemap_round_trip_over_every_mapped_id():
+    mapping = label_mapping.load_mapping(label_mapping.mapping_file("musclemap"))
+    mapped = [s for s, r in mapping.items() if r]
+    assert len(mapped) == 50 and len(mapping) == 99                            # 25 muscles x 2 sides; all labels
+    assert mapping[6122] == GMAX_R and mapping[6121] == GMAX_L                # MuscleMap: ...1 left, ...2 right
+    assert mapping[8121] == anatomy.label_id("fibulari", "left")
+    for known in (6151, 6160, 6172, 6221, 8101, 8111, 8141, 8152, 1162):     # bones, compartments, upper body
+        assert mapping[known] == 0
+    source = np.array(mapped, np.int32).reshape(5, 5, 2)
+    ours = label_mapping.apply_mapping(source, mapping)
+    assert ours.dtype == np.uint8 and len(np.unique(ours)) == 50 and ours.min() >= 1
+    back = label_mapping.apply_mapping(ours, label_mapping.invert_mapping(mapping))
+    assert np.array_equal(back, source)
+
+
 @pytest.mark.parametrize("row, line, match", [
     ("5,x,gluteus_maximal,left", 3, "unknown muscle 'gluteus_maximal'"),
     ("10,again,soleus,left", 4, "source id 10 is listed twice \\(first on line 3\\)"),
@@ -96,7 +111,7 @@ def test_bad_header_and_empty_files(tmp_path):
         label_mapping.load_mapping(_write(tmp_path, "# c\nid,name,muscle,side\n1,a,soleus,left\n"))
     with pytest.raises(ValueError, match="lists no labels"):
         label_mapping.load_mapping(_write(tmp_path, "source_id,source_name,muscle,side\n"))
-    with pytest.raises(FileNotFoundError, match="no such mapping file"):
+    with pytest.raises(FileNotFoundError, match="ready: musclemap"):
         label_mapping.mapping_file(tmp_path / "nowhere.csv")
 
 
