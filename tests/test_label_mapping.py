@@ -1,10 +1,11 @@
 """Label maps in another numbering: mapping files, renumbering, the MuscleMap mapping, llseg import-labels."""
 import textwrap
 
+import nibabel as nib
 import numpy as np
 import pytest
 
-from llseg import anatomy, label_mapping
+from llseg import anatomy, cli, label_mapping
 
 GMAX_R, GMAX_L = anatomy.label_id("gluteus_maximus", "right"), anatomy.label_id("gluteus_maximus", "left")
 SOL_R = anatomy.label_id("soleus", "right")
@@ -124,3 +125,65 @@ def test_merges_need_allow_merge_and_cannot_be_inverted(tmp_path):
     assert merged == {1: fib_l, 2: fib_l}
     with pytest.raises(ValueError, match=f"source values 1 and 2 both map to {fib_l}"):
         label_mapping.invert_mapping(merged)
+
+
+# ----------------------------------------------------------------------------- llseg import-labels
+
+def _source_folder(tmp_path, values_b=(10, 20)):
+    """Two tiny maps in the example numbering: a.nii.gz stored LPS (flipped axes, int16), b.nii in RAS."""
+    src = tmp_path / "theirs"
+    src.mkdir()
+    a = np.zeros((4, 3, 2), np.int16)
+    a[0, 0, 0], a[3, 2, 1], a[1, 1, 1] = 10, 11, 99
+    lps = np.array([[-2.0, 0, 0, 10], [0, -2.0, 0, 20], [0, 0, 3.0, -5], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(a, lps), src / "a.nii.gz")
+    b = np.zeros((3, 3, 3), np.uint16)
+    b[0, 0, 0], b[2, 2, 2] = values_b
+    nib.save(nib.Nifti1Image(b, np.diag([1.0, 1.5, 2.0, 1.0])), src / "b.nii")
+    return src, {"a.nii.gz": a, "b.nii": b}
+
+
+def test_import_labels_keeps_each_files_grid_and_orientation(tmp_path, capsys):
+    src, raw = _source_folder(tmp_path)
+    mapping = _write(tmp_path, EXAMPLE)
+    out = tmp_path / "data" / "labels"
+    assert cli.main(["import-labels", str(src), "--mapping", str(mapping), "--out", str(out), "-q"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{out / 'a.nii.gz'}: 2 of 70 regions (1 right, 1 left)" in printed
+    assert f"{out / 'b.nii'}: 2 of 70 regions (1 right, 1 left)" in printed
+    example = label_mapping.load_mapping(mapping)
+    for name, stored in raw.items():
+        theirs, ours = nib.load(src / name), nib.load(out / name)
+        assert np.allclose(ours.affine, theirs.affine) and ours.shape == theirs.shape
+        assert ours.get_data_dtype() == np.uint8
+        assert np.array_equal(np.asanyarray(ours.dataobj), label_mapping.apply_mapping(stored, example))
+
+
+def test_import_labels_refuses_unmapped_values_and_writes_nothing(tmp_path, capsys):
+    src, _ = _source_folder(tmp_path, values_b=(10, 7))
+    out = tmp_path / "data" / "labels"
+    args = ["import-labels", str(src), "--mapping", str(_write(tmp_path, EXAMPLE)), "--out", str(out), "-q"]
+    assert cli.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("llseg import-labels: error: ") and len(err.strip().splitlines()) == 1
+    assert "1 of 2 file(s) cannot be imported, nothing written: b.nii: values not in the mapping: 7 (1 voxel)" in err
+    assert not out.exists() or not any(out.iterdir())                          # a.nii.gz was fine: not written either
+    assert cli.main(args + ["--drop-unmapped"]) == 0
+    assert "b.nii: 1 of 70 regions (0 right, 1 left); dropped unmapped 7 (1 voxel)" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "b.nii"]
+
+
+def test_import_labels_with_the_musclemap_mapping_and_guarded_output(tmp_path, capsys):
+    src = tmp_path / "mm"
+    src.mkdir()
+    labels = np.zeros((3, 3, 3), np.uint16)
+    labels[0, 0, 0], labels[1, 1, 1], labels[2, 2, 2] = 6122, 8131, 6171          # R Gmax, L soleus, L femur
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), src / "case1.nii.gz")
+    assert cli.main(["import-labels", str(src), "--mapping", "musclemap", "--out", str(tmp_path / "ours"), "-q"]) == 0
+    ours = np.asanyarray(nib.load(tmp_path / "ours" / "case1.nii.gz").dataobj)
+    assert (ours[0, 0, 0], ours[1, 1, 1], ours[2, 2, 2]) == (GMAX_R, anatomy.label_id("soleus", "left"), 0)
+    capsys.readouterr()
+    assert cli.main(["import-labels", str(src), "--mapping", "musclemap", "--out", str(src / "x"), "-q"]) == 1
+    assert "lies inside the input folder" in capsys.readouterr().err
+    assert cli.main(["import-labels", str(src), "--mapping", "nomap", "--out", str(tmp_path / "o"), "-q"]) == 1
+    assert "nomap: no such mapping file, and not a ready mapping (ready: musclemap)" in capsys.readouterr().err
