@@ -338,6 +338,21 @@ def cmd_segment(args) -> int:
     return 0
 
 
+def cmd_import_labels(args) -> int:
+    from . import anatomy, label_mapping
+
+    mapping = label_mapping.load_mapping(label_mapping.mapping_file(args.mapping), allow_merge=args.allow_merge)
+    results = label_mapping.import_labels(args.src, args.out, mapping, drop_unmapped=args.drop_unmapped,
+                                          progress=not args.quiet)
+    for r in results:
+        n_right = sum(1 for v in r["regions"] if anatomy.side_of_label(v) == "right")
+        dropped = ", ".join(f"{v} ({n} voxel{'s' if n != 1 else ''})" for v, n in r["dropped"].items())
+        print(f"{r['output']}: {len(r['regions'])} of {anatomy.N_REGIONS} regions ({n_right} right, "
+              f"{len(r['regions']) - n_right} left)" + (f"; dropped unmapped {dropped}" if dropped else ""))
+    print(f"{args.out}: {len(results)} label map(s) imported with mapping {args.mapping}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 EPILOG = textwrap.dedent("""\
@@ -355,6 +370,7 @@ EPILOG = textwrap.dedent("""\
       llseg claims                        the paper's claims with this run's numbers and verdicts
       llseg summary                       mean Dice with intervals, verdicts, machines, where the reports are
       llseg segment scan.nii.gz -o scan_muscles.nii.gz
+      llseg import-labels their_labels/ --mapping musclemap --out data/labels
     """)
 
 
@@ -516,6 +532,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "knee joint), calf (knee to ankle joint), or TOP:BOTTOM fractions of the T12 (0) to ankle (1) "
                     "span; default: whole leg, required for a scan shorter than 800 mm. Muscles outside it are "
                     "reported absent ('not in field of view' in the volumes CSV)")
+
+    sp = add("import-labels", cmd_import_labels, "Renumber a folder of label maps from another convention into "
+             "llseg's ids (0, 1..70) with a mapping file; all files or none are written.",
+             "llseg import-labels their_labels/ --mapping musclemap --out data/labels")
+    sp.add_argument("src", help="folder of .nii / .nii.gz label maps in the other numbering")
+    sp.add_argument("--mapping", required=True, help="a ready mapping (musclemap) or a CSV file "
+                    "source_id,source_name,muscle,side (see llseg.label_mapping)")
+    sp.add_argument("--out", required=True, help="folder to write the renumbered maps to (same file names), "
+                    "e.g. data/labels")
+    sp.add_argument("--drop-unmapped", action="store_true", help="set label values the mapping does not list to 0 "
+                    "(reported per file) instead of refusing the files")
+    sp.add_argument("--allow-merge", action="store_true", help="accept several source labels onto one llseg region")
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
 
