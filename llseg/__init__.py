@@ -9,6 +9,8 @@ stage-2 probabilities -> labels -> metrics):
 
 ``anatomy``        the 35 muscles, label ids (right i, left i + 35), stage-1 groups, paper values
 ``cohort``         on-disk cohort layout, train/test split, cohort checks
+``label_mapping``  other tools' label numberings (MuscleMap) onto llseg's ids
+``coverage``       which stretch of the leg a scan covers: body parts and muscles in view
 ``io``             NIfTI / JSON / CSV / model files, atomic writes
 ``guards``         checks before heavy work: output paths, all-or-nothing outputs, image content, memory
 ``preprocess``     2.1: N4 bias correction, resampling, field-of-view cropping, geometry restore
