@@ -323,7 +323,9 @@ def cmd_evaluate(args) -> int:
     d1, d2 = (summary[f"dice_mean_stage{i}"] for i in (1, 2))  # None when no Dice is defined
     print(f"{args.table}: {summary['n_cases']} test case(s), {summary['n_rows']} regions x 2 stages; mean Dice stage 1 "
           f"{'n/a' if d1 is None else f'{d1:.3f}'}, stage 2 {'n/a' if d2 is None else f'{d2:.3f}'}; "
-          f"{summary['n_within_interobserver']} of 35 muscles within interobserver Dice")
+          f"{summary['n_within_interobserver']} of {summary['n_muscles']} muscles within interobserver Dice"
+          + (f"; {len(summary['muscles_absent'])} muscle(s) absent from the test labels, not scored"
+             if summary["muscles_absent"] else ""))
     return 0
 
 
