@@ -176,7 +176,8 @@ def cmd_check(args) -> int:
         report.update({"training_cases_from": "split" if split is not None else "all cases", **found,
                        "n_muscles_trained": len(found["muscles_trained"]), "n_cohort_problems": len(problems),
                        "cohort_problems": problems})
-    print(f"{len(results)} case(s), {len(bad)} with problems" + (f"; {len(problems)} cohort problem(s)" if problems else ""))
+    print(f"{len(results)} case(s), {len(bad)} with problems"
+          + (f"; {len(problems)} cohort problem(s)" if problems else ""))
     if args.report:
         io.write_json(args.report, {**report, "cases": results})
     return 1 if bad or problems else 0

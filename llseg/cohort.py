@@ -265,7 +265,8 @@ def describe_training(found: Mapping) -> str:
     trained, absent = found["muscles_trained"], found["muscles_absent"]
     names = "" if len(trained) in (0, anatomy.N_MUSCLES) else f" ({_names(trained)})"
     lacking = f" ({_names(absent)})" if 0 < len(absent) <= anatomy.N_MUSCLES // 2 else ""
-    return f"muscles trained: {len(trained)} of {anatomy.N_MUSCLES}{names}; absent from the cohort: {len(absent)}{lacking}"
+    return (f"muscles trained: {len(trained)} of {anatomy.N_MUSCLES}{names}; "
+            f"absent from the cohort: {len(absent)}{lacking}")
 
 
 def _names(keys: Sequence[str], *, limit: int = 6) -> str:

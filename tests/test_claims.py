@@ -736,7 +736,8 @@ def partial_inputs(keep, cases=("c1", "c2")):
     inputs["per_region"] = rows
     final = evaluation.select_stage(rows, "stage2")
     table = evaluation.table1(final)
-    inputs["dice_table"] = evaluation.json_ready({**evaluation.table1_counts(table), **evaluation.compare_with_paper(final)})
+    inputs["dice_table"] = evaluation.json_ready({**evaluation.table1_counts(table),
+                                                  **evaluation.compare_with_paper(final)})
     inputs["volume_msd"] = evaluation.json_ready(evaluation.volume_msd_summary(final))
     inputs["evaluation"] = evaluation.evaluation_summary(rows)
     return inputs

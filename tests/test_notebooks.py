@@ -169,7 +169,8 @@ def partial_study(tmp_path):
         io.save_nifti(pre / "labels" / f"{case}.nii.gz", truth, affine, dtype=np.uint8)
         io.save_nifti(pred / "study" / f"{case}_stage2.nii.gz", stage2, affine, dtype=np.uint8)
         io.save_nifti(pred / "study" / f"{case}_stage1.nii.gz", np.roll(truth, 2, axis=0), affine, dtype=np.uint8)
-        found = {str(k): [[int(a.min()), int(a.max()) + 1] for a in np.nonzero(truth == k)] for k in np.unique(truth)[1:]}
+        found = {str(k): [[int(a.min()), int(a.max()) + 1] for a in np.nonzero(truth == k)]
+                 for k in np.unique(truth)[1:]}
         io.write_json(pred / "study" / f"{case}_boxes.json", {"boxes": found, "estimated": {}})
     io.write_json(pre / "manifest.json", {"split": {"train": [], "test": ["a", "b"]}, "spacing_mm": [4, 4, 10]})
     table = tmp_path / "metrics_per_region.csv"
@@ -197,8 +198,7 @@ def test_notebooks_on_a_cohort_lacking_muscles(partial_study, tmp_path):
                             parameters=dict(metrics_table=table, stage="stage2", figure_dir=str(out / "figures"),
                                             table_dir=str(out / "tables"), **params))
     rows = list(csv.DictReader(open(out / "tables" / "table1_dice.csv")))
-    assert [r["muscle"] for r in rows] == ["adductor_longus", "gracilis", "rectus_femoris", "sartorius",
-                                           "semitendinosus", "vastus_intermedius", "vastus_lateralis", "vastus_medialis"]
+    assert [r["muscle"] for r in rows] == sorted(PARTIAL + ("semitendinosus",))     # Table-1 order, present only
     absent = "Absent from this cohort's test labels (not scored), 27 of 35 muscles: Adductor brevis, "
     for md in ("table1_dice.md", "volume_msd_per_muscle.md"):
         text = (out / "tables" / md).read_text()

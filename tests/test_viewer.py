@@ -233,7 +233,8 @@ def test_widget_builds_headless_and_updates(case):
 def test_widget_lists_only_regions_present_or_boxed(case):
     """A partial cohort: the muscle menu offers the regions some label map holds or a box names."""
     image, labels, preds = case
-    v = viewer.slice_viewer(image, labels, spacing_mm=(1, 1, 1), predictions={"stage 2": np.where(labels == 12, 0, labels)},
+    v = viewer.slice_viewer(image, labels, spacing_mm=(1, 1, 1),
+                            predictions={"stage 2": np.where(labels == 12, 0, labels)},
                             boxes={70: np.array([[0, 2], [0, 2], [0, 2]])})
     assert [label for _, label in v.controls["region"].options[1:]] == [2, 37, 12, 70]
     v = viewer.slice_viewer(image, predictions={"stage 2": np.where(labels == 2, 0, labels)}, spacing_mm=(1, 1, 1))

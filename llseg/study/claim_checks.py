@@ -24,8 +24,9 @@ from scipy import stats
 from .. import anatomy
 from . import evaluation
 from .claim_ablation import ABLATION_CLAIMS, PAPER_BLOCK_DICE_SPREAD
-from .claim_inputs import (MIN_PATTERN_MUSCLES, Claim, Comparison, Untestable, by_case, compare, cov_cases, fig4_regions,
-                           finite, fmt, labelled, muscle_means, nanmean_units, registrar, spearman, spearman_rows)
+from .claim_inputs import (MIN_PATTERN_MUSCLES, Claim, Comparison, Untestable, by_case, compare, cov_cases,
+                           fig4_regions, finite, fmt, labelled, muscle_means, nanmean_units, registrar, spearman,
+                           spearman_rows)
 
 __all__ = ["Claim", "CLAIMS", "PAPER_TABLE1_MEAN_DICE", "PAPER_BLOCK_DICE_SPREAD",
            "n4_homogeneity",
@@ -243,7 +244,8 @@ def overall_mean_dice(ctx):
             else f"; truth vs truth grown by one in-plane voxel: {fmt(margin)}")
     present = ctx.present_mask()
     paper = PAPER_TABLE1_MEAN_DICE if present.all() else float(_PAPER[present].mean())
-    scope = "" if present.all() else f" over {int(present.sum())} of {anatomy.N_MUSCLES} muscles; Table 1 over the same {paper:.3f}"
+    scope = ("" if present.all()
+             else f" over {int(present.sum())} of {anatomy.N_MUSCLES} muscles; Table 1 over the same {paper:.3f}")
     return (f"{fmt(d)} ({d - paper:+.3f}){scope}{note}",
             compare(d - paper, "within", ctx.t["overall_dice_tolerance"], by_case(ctx, "dice"),
                     lambda a: np.nanmean(muscle_means(a), axis=1) - paper))

@@ -28,7 +28,8 @@ from scipy import stats
 from .. import anatomy
 from . import evaluation
 
-__all__ = ["MIN_PATTERN_MUSCLES", "Untestable", "Context", "Claim", "registrar", "finite", "spearman", "above", "at_most", "at_least", "fmt",
+__all__ = ["MIN_PATTERN_MUSCLES",
+           "Untestable", "Context", "Claim", "registrar", "finite", "spearman", "above", "at_most", "at_least", "fmt",
            "RULES", "Comparison", "holds", "interval_holds", "bootstrap_interval", "compare", "by_case",
            "labelled", "fig4_regions", "cov_cases", "nanmean_units", "muscle_means", "spearman_rows"]
 

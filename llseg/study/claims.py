@@ -39,7 +39,8 @@ import numpy as np
 from .. import anatomy, io
 from . import evaluation
 from .claim_checks import CLAIMS, PAPER_BLOCK_DICE_SPREAD, PAPER_TABLE1_MEAN_DICE
-from .claim_inputs import MIN_PATTERN_MUSCLES, Comparison, Context, Untestable, bootstrap_interval, holds, interval_holds
+from .claim_inputs import (MIN_PATTERN_MUSCLES, Comparison, Context, Untestable, bootstrap_interval, holds,
+                           interval_holds)
 
 __all__ = [
     "REPRODUCED",

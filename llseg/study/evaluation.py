@@ -794,7 +794,8 @@ def evaluate_predictions(preprocessed, predictions, table, metrics_json, *, prog
     rows = []
     for case in tqdm(cases, desc="evaluate test cases", unit="case", disable=not progress):
         truth = io.load_labels(root / "labels" / f"{case}.nii.gz")
-        labelled = [int(k) for k in np.flatnonzero(np.bincount(truth.data.ravel(), minlength=anatomy.N_REGIONS + 1)[1:]) + 1]
+        counts = np.bincount(truth.data.ravel(), minlength=anatomy.N_REGIONS + 1)
+        labelled = [int(k) for k in np.flatnonzero(counts[1:]) + 1]            # the regions its ground truth labels
         if len(labelled) < anatomy.N_REGIONS:
             log.info("%s: %d of %d regions labelled in the ground truth; the other %d are not scored", case,
                      len(labelled), anatomy.N_REGIONS, anatomy.N_REGIONS - len(labelled))
@@ -802,15 +803,17 @@ def evaluate_predictions(preprocessed, predictions, table, metrics_json, *, prog
             pred = io.load_labels(predictions / "study" / f"{case}_{stage}.nii.gz", reference=truth)
             extra = sorted(set(np.unique(pred.data).tolist()) - set(labelled) - {0})
             if extra:
-                log.info("%s %s: %d predicted region(s) not labelled in the ground truth, not scored: %s", case, stage,
-                         len(extra), ", ".join(anatomy.region_name(k) for k in extra[:5]) + (" ..." if len(extra) > 5 else ""))
+                log.info("%s %s: %d predicted region(s) not labelled in the ground truth, not scored: %s", case,
+                         stage, len(extra), ", ".join(anatomy.region_name(k) for k in extra[:5])
+                         + (" ..." if len(extra) > 5 else ""))
             with warnings.catch_warnings(record=True) as caught:  # one summary line instead of one per region
                 warnings.simplefilter("always", metrics.EmptyMaskWarning)
                 found = metrics.evaluate_regions(pred.data, truth.data, truth.spacing_mm, labels=labelled, case=case)
             for w in caught:
                 log.debug("%s", w.message)
             if caught:
-                log.info("%s %s: %d region(s) missed (empty prediction: Dice 0, NaN distances)", case, stage, len(caught))
+                log.info("%s %s: %d region(s) missed (empty prediction: Dice 0, NaN distances)", case, stage,
+                         len(caught))
             rows += [{"stage": stage, **row} for row in found]
     summary = evaluation_summary(rows)
     io.write_csv(table, rows)
