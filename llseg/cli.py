@@ -142,18 +142,45 @@ def cmd_check(args) -> int:
     if args.report:  # before any work: the report must not land on (or in) the cohort's files
         guards.check_output_paths([args.report],
                                   [Path(args.data) / d for d in (cohort.IMAGES, cohort.LABELS, cohort.SUBJECTS)])
+    split = None
+    if args.params:  # the split `llseg preprocess` will make, so that regions are counted in the training cases
+        s = section(load_params(args.params), "split", args.params)
+        split = cohort.split_cases(cohort.list_cases(args.data, require_labels=False),
+                                   test_fraction=float(s["test_fraction"]), seed=int(s["seed"]))
     results = cohort.check_cohort(args.data, require_labels=not args.images_only)
     bad = [r for r in results if not r["ok"]]
     for r in results:
         status = "ok " if r["ok"] else "BAD"
         facts = f"shape {r.get('shape')} spacing {r.get('spacing_mm')} mm {r.get('orientation', '')}"
         print(f"{status} {r['case']}: {facts}")
+        if "labels" in r:
+            print(f"      labels: {r['labels']}")
         for problem in r["problems"]:
             print(f"      - {problem}")
-    print(f"{len(results)} case(s), {len(bad)} with problems")
+    present = {r["case"]: r["regions_present"] for r in results if "regions_present" in r}
+    report = {"n_cases": len(results), "n_bad": len(bad)}
+    problems: list[str] = []
+    if present:
+        train = None if split is None else [c for c in split["train"] if c in present]
+        found = cohort.regions_by_training_cases(present, train, min_training_cases=args.min_training_cases)
+        problems = found.pop("problems")
+        where = (f"{found['n_training_cases']} training case(s) of the split in {args.params}" if split is not None
+                 else f"all {found['n_cases']} case(s) (no --params: no split)")
+        print(f"{cohort.describe_training(found)}; counted over {where}, at least {args.min_training_cases} "
+              f"per region")
+        for problem in problems[:10]:
+            print(f"BAD cohort: {problem}")
+        if len(problems) > 10:
+            print(f"    ... {len(problems) - 10} more region(s) too rare to train"
+                  f"{f' (all listed in {args.report})' if args.report else ' (--report lists all)'}")
+        report.update({"training_cases_from": "split" if split is not None else "all cases", **found,
+                       "n_muscles_trained": len(found["muscles_trained"]), "n_cohort_problems": len(problems),
+                       "cohort_problems": problems})
+    print(f"{len(results)} case(s), {len(bad)} with problems"
+          + (f"; {len(problems)} cohort problem(s)" if problems else ""))
     if args.report:
-        io.write_json(args.report, {"n_cases": len(results), "n_bad": len(bad), "cases": results})
-    return 1 if bad else 0
+        io.write_json(args.report, {**report, "cases": results})
+    return 1 if bad or problems else 0
 
 
 def _preprocess_kwargs(p) -> dict:
@@ -297,7 +324,9 @@ def cmd_evaluate(args) -> int:
     d1, d2 = (summary[f"dice_mean_stage{i}"] for i in (1, 2))  # None when no Dice is defined
     print(f"{args.table}: {summary['n_cases']} test case(s), {summary['n_rows']} regions x 2 stages; mean Dice stage 1 "
           f"{'n/a' if d1 is None else f'{d1:.3f}'}, stage 2 {'n/a' if d2 is None else f'{d2:.3f}'}; "
-          f"{summary['n_within_interobserver']} of 35 muscles within interobserver Dice")
+          f"{summary['n_within_interobserver']} of {summary['n_muscles']} muscles within interobserver Dice"
+          + (f"; {len(summary['muscles_absent'])} muscle(s) absent from the test labels, not scored"
+             if summary["muscles_absent"] else ""))
     return 0
 
 
@@ -403,6 +432,16 @@ def cmd_repro(args) -> int:
         return 1
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llseg", description="Cascaded 3-D U-Net lower-limb muscle study kit.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -426,11 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-j", "--jobs", type=int, default=2, help="cases generated in parallel (default 2)")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    sp = add("check", cmd_check, "Validate a cohort folder (images/, labels/): geometry, labels, left/right.",
-             "llseg check data --report metrics/cohort.json")
+    sp = add("check", cmd_check, "Validate a cohort folder (images/, labels/): geometry, labels, left/right; "
+             "list the muscles each label map holds (any subset of the 70 regions is fine) and the regions "
+             "labelled in too few training cases to be trained.",
+             "llseg check data --params params.yaml --report metrics/cohort.json")
     sp.add_argument("data")
     sp.add_argument("--report", help="write the per-case results as JSON")
     sp.add_argument("--images-only", action="store_true", help="label maps are optional (segmentation only)")
+    sp.add_argument("--params", help="params.yaml whose 'split' section gives the train/test split; regions are "
+                    "then counted in the training cases only (default: over all cases)")
+    sp.add_argument("--min-training-cases", type=_positive_int, default=2, metavar="N",
+                    help="fewest training cases a region must be labelled in to be trained (default 2: from a "
+                    "single subject, a muscle's network, input size and box prior all learn that one anatomy; "
+                    "two is the fewest that shows any variation between subjects)")
 
     sp = add("preprocess", cmd_preprocess, "N4 bias correction, resampling, FOV cropping, train/test split.",
              "llseg preprocess --data data --out work/preprocessed")

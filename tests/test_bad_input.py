@@ -182,8 +182,10 @@ def test_check_refuses_report_paths_before_work(kind, study, capsys):
 def test_check_missing_folder_and_good_report(study, capsys):
     assert cli.main(["check", str(study / "nowhere")]) == 1
     assert "nowhere/images: no such folder" in capsys.readouterr().err
-    assert cli.main(["check", str(study / "data"), "--report", str(study / "data" / "report.json")]) == 1  # 68 missing
-    assert io.read_json(study / "data" / "report.json")["n_cases"] == 1
+    # one case: each region is in fewer than the 2 training cases needed
+    assert cli.main(["check", str(study / "data"), "--report", str(study / "data" / "report.json")]) == 1
+    report = io.read_json(study / "data" / "report.json")
+    assert report["n_cases"] == 1 and report["n_bad"] == 0 and report["n_cohort_problems"] == 2
 
 
 # ----------------------------------------------------------------------------- llseg segment

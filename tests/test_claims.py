@@ -712,3 +712,116 @@ def test_ablation_interval_decides_and_old_runs_keep_a_point_verdict():
         c["dice"] = None                                                     # NaN in the JSON: never a guess
     found = verdicts(inputs)["dense_worst"]
     assert found["verdict"] == claims.NOT_TESTABLE and "'dense'" in found["reason"]
+
+
+# ----------------------------------------------------------------------------- cohorts lacking muscles
+
+SEVEN = ("adductor_longus", "gracilis", "rectus_femoris", "sartorius", "vastus_intermedius", "vastus_lateralis",
+         "vastus_medialis")
+#: Claims over all 35 muscles (the paper's counts and means), and claims about a pattern over muscles.
+ALL_35 = {"within_interobserver_count", "volume_error_mean", "volume_error_above_10pct", "msd_mean", "msd_above_4mm",
+          "most_below_5pct_4mm"}
+PATTERN = {"large_muscles_within", "small_muscles_worst", "table1_pattern", "msd_tracks_dice",
+           "volume_error_tracks_dice"}
+
+
+def partial_inputs(keep, cases=("c1", "c2")):
+    """good_inputs() for a cohort whose test labels hold only the muscles ``keep`` (both sides, two cases);
+    dice_table, volume_msd and evaluation recomputed from those rows, as the notebooks and `llseg evaluate` do."""
+    from llseg.study import evaluation
+
+    inputs = good_inputs()
+    rows = [{**r, "case": c, "dice": r["dice"] - 0.01 * i, "msd_mm": 1.0 + 10 * (1 - r["dice"]) + 0.1 * i}
+            for i, c in enumerate(cases) for r in region_rows() if r["muscle"] in keep]
+    inputs["per_region"] = rows
+    final = evaluation.select_stage(rows, "stage2")
+    table = evaluation.table1(final)
+    inputs["dice_table"] = evaluation.json_ready({**evaluation.table1_counts(table),
+                                                  **evaluation.compare_with_paper(final)})
+    inputs["volume_msd"] = evaluation.json_ready(evaluation.volume_msd_summary(final))
+    inputs["evaluation"] = evaluation.evaluation_summary(rows)
+    return inputs
+
+
+def test_a_cohort_of_seven_muscles_tests_only_what_it_can():
+    found = verdicts(partial_inputs(SEVEN))
+    untestable = {k for k, c in found.items() if c["verdict"] == claims.NOT_TESTABLE}
+    assert untestable == ALL_35 | PATTERN | {"external_rotators_among_worst"} | set(USES["ablation"])
+    lacking = "this cohort's test labels lack 28: adductor_brevis, adductor_magnus, biceps_femoris_long"
+    assert found["within_interobserver_count"]["reason"].startswith(
+        "needs all 35 muscles (the paper's count is out of all 35); " + lacking)
+    assert found["msd_mean"]["reason"].startswith("needs all 35 muscles (the paper's mean is over all 35)")
+    assert found["table1_pattern"]["reason"] == ("needs at least 10 muscles (a rank correlation with Table 1); "
+                                                 "this cohort's test labels hold 7 of 35")
+    assert found["external_rotators_among_worst"]["reason"].startswith("needs external_rotators (the claim is about "
+                                                                       "them), absent from this cohort's test labels")
+    assert found["more_levels_help"]["reason"].startswith("needs adductor_brevis (the ablation muscle")
+    for k in untestable:
+        assert found[k]["measured"] == "n/a" and found[k]["rule"]
+    # what does not need the missing muscles is still judged, on the muscles present
+    assert found["stage2_beats_stage1"]["verdict"] != claims.NOT_TESTABLE
+    assert found["worse_only_slightly"]["verdict"] != claims.NOT_TESTABLE
+    overall = found["overall_mean_dice"]
+    paper7 = np.mean([anatomy.muscle(k).paper_dice_mean for k in SEVEN])
+    assert overall["verdict"] == claims.REPRODUCED and f"over 7 of 35 muscles; Table 1 over the same {paper7:.3f}" \
+        in overall["measured"]
+    assert overall["difference"] == pytest.approx(np.mean([anatomy.muscle(k).paper_dice_mean - 0.005 for k in SEVEN])
+                                                  - paper7)
+    assert overall["resampling_unit"] == "test case (n=2)"     # the interval's data agree with the JSON
+
+
+def test_a_cohort_with_most_muscles_keeps_its_pattern_claims():
+    """20 muscles with the external rotators and the ablation muscle: pattern, rank and ablation claims are
+    judged over the muscles present; only the claims over all 35 are not testable."""
+    keep = [m.key for m in anatomy.MUSCLES][:20]
+    assert "external_rotators" in keep and "adductor_brevis" in keep
+    found = verdicts(partial_inputs(keep))
+    untestable = {k for k, c in found.items() if c["verdict"] == claims.NOT_TESTABLE}
+    assert untestable == ALL_35
+    assert "rank 1 of 20" in found["external_rotators_among_worst"]["measured"]
+    assert found["table1_pattern"]["measured"] == "rho 1.00 over 20 muscles"
+    assert found["table1_pattern"]["resampling_unit"] == "test case (n=2)"   # statistic over the same 20 muscles
+
+
+def test_regions_not_labelled_are_not_scored_in_claims():
+    """Rows of regions absent from a case's ground truth (volume_true_ml 0, Dice 0 in an older table) mark the
+    muscle absent; they never count as misses."""
+    inputs = good_inputs()
+    for r in inputs["per_region"]:
+        if r["muscle"] == "soleus":
+            r.update(volume_true_ml=0.0, dice=0.0)
+    found = verdicts(inputs)
+    assert found["within_interobserver_count"]["verdict"] == claims.NOT_TESTABLE
+    assert found["within_interobserver_count"]["reason"].endswith("lack 1: soleus")
+    assert found["small_muscles_worst"]["verdict"] == claims.REPRODUCED
+    assert found["worse_only_slightly"]["verdict"] == claims.REPRODUCED
+
+
+def test_absent_muscles_read_from_the_metrics_json_without_the_table():
+    inputs = good_inputs()
+    inputs["per_region"] = None
+    inputs["dice_table"]["muscles_absent"] = ["soleus", "popliteus"]
+    found = verdicts(inputs)
+    assert found["within_interobserver_count"]["reason"].endswith("lack 2: soleus, popliteus")
+    assert found["msd_mean"]["verdict"] == claims.NOT_TESTABLE
+    inputs["dice_table"]["muscles_absent"] = []                     # a whole-leg cohort: as before
+    assert verdicts(inputs)["within_interobserver_count"]["verdict"] == claims.REPRODUCED
+
+
+def test_report_counts_and_explains_not_testable_claims(tmp_path):
+    inputs = partial_inputs(SEVEN)
+    metrics = tmp_path / "metrics"
+    for name, data in inputs.items():
+        if name == "per_region":
+            io.write_csv(tmp_path / "rows.csv", data)
+        elif name != "bias_correction_cov":
+            io.write_json(metrics / f"{name}.json", data)
+    out, js = tmp_path / "claims.md", tmp_path / "claims.json"
+    counts = claims.write_claims(metrics, tmp_path / "rows.csv", out, js, thresholds=thresholds())
+    n_untestable = len(ALL_35 | PATTERN) + 1 + len(USES["ablation"])
+    assert counts[claims.NOT_TESTABLE] == n_untestable == io.read_json(js)["n_not_testable_here"]
+    md = out.read_text()
+    assert f"{n_untestable} not testable here.**" in md
+    assert ("Absent from this cohort's test labels (not scored), 28 of 35 muscles: Adductor brevis, Adductor magnus"
+            in md) and "need at least 10 of them" in md
+    assert "not testable here: needs at least 10 muscles (a rank correlation with Table 1)" in md

@@ -54,11 +54,25 @@ def test_profiles_only_name_existing_parameters():
 
 
 def test_check_reports_ok_and_bad_cases(cohort_dir, two_leg_case, capsys, tmp_path):
-    assert cli.main(["check", str(cohort_dir), "--report", str(tmp_path / "r.json")]) == 1  # regions missing
+    """Two cases labelling one muscle on both sides: partial labels are no problem, only a fact."""
+    assert cli.main(["check", str(cohort_dir), "--report", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
-    assert "68 of 70 regions missing" in out
+    assert out.count("labels: 2 of 70 regions: adductor_longus both sides") == 2
+    assert "muscles trained: 1 of 35 (adductor_longus); absent from the cohort: 34" in out
     report = io.read_json(tmp_path / "r.json")
-    assert report["n_cases"] == 2
+    assert report["n_cases"] == 2 and report["n_bad"] == 0 and report["n_cohort_problems"] == 0
+    assert [c["regions_present"] for c in report["cases"]] == [[2, 37], [2, 37]]
+    assert report["regions_by_training_cases"] == [
+        {"label": 2, "region": "Adductor longus (right)", "n_cases": 2, "n_training_cases": 2},
+        {"label": 37, "region": "Adductor longus (left)", "n_cases": 2, "n_training_cases": 2}]
+    # three cases needed per region: both regions fail, named with their counts
+    assert cli.main(["check", str(cohort_dir), "--min-training-cases", "3"]) == 1
+    out = capsys.readouterr().out
+    assert "BAD cohort: Adductor longus (right) (label 2) is labelled in 2 case(s) but only 2 training case(s); " \
+           "training needs at least 3" in out and "2 case(s), 0 with problems; 2 cohort problem(s)" in out
+    with pytest.raises(SystemExit):
+        cli.main(["check", str(cohort_dir), "--min-training-cases", "0"])
+    assert "expected an integer >= 1, got '0'" in capsys.readouterr().err
 
 
 def test_check_flags_swapped_left_right(cohort_dir, two_leg_case, capsys):

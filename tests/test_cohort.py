@@ -153,9 +153,9 @@ def _bad_case(kind, image, labels, affine):
     elif kind == "spacing out of range":               # 30 mm slices
         affine = affine @ np.diag([1.0, 1.0, 6.0, 1.0])
         words, blame = ["voxel size", "exceeds 25.0 mm"], "images"
-    elif kind == "missing region":
-        lab[lab == left_soleus] = 0
-        words = ["1 of 70 regions missing", "Soleus (left)"]
+    elif kind == "empty label map":
+        lab[:] = 0
+        words = ["empty label map"]
     elif kind == "missing label map":
         lab, words = None, ["missing label map"]
     elif kind == "unknown label":
@@ -172,11 +172,11 @@ def _bad_case(kind, image, labels, affine):
         words = ["affine differs"]
     else:
         raise AssertionError(kind)
-    assert right_soleus in labels
+    assert right_soleus in labels and left_soleus in labels
     return img, lab, affine, label_affine, blame, words
 
 
-BAD_KINDS = ["left/right labels swapped", "left/right mirrored data", "spacing out of range", "missing region",
+BAD_KINDS = ["left/right labels swapped", "left/right mirrored data", "spacing out of range", "empty label map",
              "missing label map", "unknown label", "geometry: shape", "geometry: shifted affine",
              "geometry: flipped affine"]
 
@@ -213,6 +213,154 @@ def test_check_flags_each_kind_of_bad_case_naming_the_file(kind, tmp_path, capsy
     for word in words:
         assert word in problems[0], f"{kind}: {word!r} not in {problems[0]!r}"
     assert problems[0].splitlines()[0] in out
+
+
+# --------------------------------------------------------------------------- llseg check: partial label maps
+
+#: Seven thigh muscles labelled on both sides, and semitendinosus on the right only.
+SEVEN = ("adductor_longus", "gracilis", "rectus_femoris", "sartorius", "vastus_intermedius", "vastus_lateralis",
+         "vastus_medialis")
+
+
+def _keep(labels, ids):
+    """``labels`` with every region not in ``ids`` set to background."""
+    return np.where(np.isin(labels, list(ids)), labels, 0).astype(np.uint8)
+
+
+def _ids(keys, sides=("right", "left")):
+    return [anatomy.label_id(k, s) for k in keys for s in sides]
+
+
+def test_check_lists_the_muscles_of_a_partial_cohort(tmp_path, capsys):
+    image, labels, affine = _complete_case()
+    partial = _keep(labels, _ids(SEVEN) + _ids(["semitendinosus"], ["right"]))
+    thigh = _keep(labels, anatomy.labels_of_part("upper_leg"))                  # a thigh-only cut
+    for case, lab in (("p1", partial), ("p2", partial), ("t1", thigh), ("t2", thigh)):
+        _write(tmp_path, case, np.where(lab > 0, 0.5, 0.05).astype(np.float32), lab, affine)
+    assert cli.main(["check", str(tmp_path), "--report", str(tmp_path / "r.json")]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.count("labels: 15 of 70 regions: 7 muscles both sides (adductor_longus, gracilis, rectus_femoris, "
+                     "sartorius, vastus_intermedius, vastus_lateralis, ...), semitendinosus right only") == 2
+    assert out.count("labels: 26 of 70 regions: 13 muscles both sides (adductor_brevis, adductor_longus, ") == 2
+    assert "muscles trained: 13 of 35 (adductor_brevis, " in out and "absent from the cohort: 22" in out
+    assert "4 case(s), 0 with problems" in out
+    report = io.read_json(tmp_path / "r.json")
+    by = {c["case"]: c for c in report["cases"]}
+    assert by["p1"]["regions_present"] == sorted(_ids(SEVEN) + [anatomy.label_id("semitendinosus", "right")])
+    assert by["p1"]["n_regions"] == 15 and "7 muscle(s) labelled on both sides" in by["p1"]["left_right"]
+    assert by["t1"]["regions_present"] == sorted(anatomy.labels_of_part("upper_leg"))
+    counts = {e["label"]: e["n_training_cases"] for e in report["regions_by_training_cases"]}
+    assert counts[anatomy.label_id("vastus_medialis", "left")] == 4
+    assert counts[anatomy.label_id("semitendinosus", "left")] == 2              # the thigh cases only
+    assert report["training_cases_from"] == "all cases" and report["n_training_cases"] == 4
+    assert report["n_muscles_trained"] == 13 and len(report["muscles_absent"]) == 22
+
+
+@pytest.mark.parametrize("kind, expect", [
+    ("all swapped", "left/right look swapped: right-leg labels"),
+    ("one muscle swapped", "left/right look swapped for 1 of 7 muscles labelled on both sides: gracilis (right x = "),
+    ("no pair, swapped", "left/right look swapped: right-leg labels"),
+    ("no pair", None), ("right only", None), ("one-sided muscle on the far side", None)])
+def test_check_left_right_on_partial_labels(kind, expect, tmp_path):
+    """Each muscle on both sides is compared with itself; one-sided muscles never raise a false alarm."""
+    image, labels, affine = _complete_case()
+    n = anatomy.N_MUSCLES
+    lab = _keep(labels, _ids(SEVEN) + _ids(["semitendinosus"], ["right"]))
+    gracilis = anatomy.label_id("gracilis", "right")
+    if kind == "all swapped":
+        lab = np.where(lab > n, lab - n, np.where(lab > 0, lab + n, 0)).astype(np.uint8)
+    elif kind == "one muscle swapped":
+        lab = np.where(lab == gracilis, gracilis + n, np.where(lab == gracilis + n, gracilis, lab)).astype(np.uint8)
+    elif kind in ("no pair", "no pair, swapped"):    # right thigh muscles and different left ones
+        lab = _keep(labels, _ids(SEVEN[:3], ["right"]) + _ids(SEVEN[3:], ["left"]))
+        if kind == "no pair, swapped":
+            lab = lab[::-1].copy()
+    elif kind == "right only":
+        lab = _keep(labels, _ids(SEVEN, ["right"]))
+    elif kind == "one-sided muscle on the far side":  # a right-only region placed far right does not matter
+        lab[22] = np.where(lab[22] > 0, anatomy.label_id("semitendinosus", "right"), 0)
+    _write(tmp_path, "c", image, lab, affine)
+    result = cohort.check_case(tmp_path, "c")
+    if expect is None:
+        assert result["ok"], result["problems"]
+        if kind == "right only":
+            assert result["left_right"] == "not checked: right-side labels only"
+        if kind == "no pair":
+            assert "no muscle on both sides" in result["left_right"]
+    else:
+        assert len(result["problems"]) == 1 and expect in result["problems"][0], result["problems"]
+        assert result["problems"][0].startswith(str(tmp_path / "labels" / "c.nii.gz"))
+
+
+def test_describe_regions():
+    assert cohort.describe_regions(anatomy.REGIONS) == "70 of 70 regions: all 35 muscles both sides"
+    no_left_soleus = set(anatomy.REGIONS) - {anatomy.label_id("soleus", "left")}
+    assert cohort.describe_regions(no_left_soleus) == ("69 of 70 regions: 34 muscles both sides (all but soleus), "
+                                                       "soleus right only")
+    assert cohort.describe_regions([]) == "0 of 70 regions: no muscle"
+    assert cohort.describe_regions([anatomy.label_id("soleus", "left")]) == "1 of 70 regions: soleus left only"
+    with pytest.raises(ValueError, match=r"1..70, got \[0, 71\]"):
+        cohort.describe_regions([0, 5, 71])
+
+
+def test_regions_by_training_cases_names_regions_too_rare_to_train():
+    present = {"a": [1, 36, 6], "b": [1], "c": [1, 36], "d": []}
+    found = cohort.regions_by_training_cases(present, ["a", "b", "d"])
+    assert [(e["label"], e["n_cases"], e["n_training_cases"]) for e in found["regions_by_training_cases"]] == [
+        (1, 3, 2), (6, 1, 1), (36, 2, 1)]
+    assert found["problems"] == [
+        "External rotators (right) (label 6) is labelled in 1 case(s) but only 1 training case(s); training needs "
+        "at least 2",
+        "Adductor brevis (left) (label 36) is labelled in 2 case(s) but only 1 training case(s); training needs at "
+        "least 2"]
+    assert found["muscles_trained"] == ["adductor_brevis"] and len(found["muscles_absent"]) == 33
+    assert found["n_training_cases"] == 3 and found["n_cases"] == 4 and found["min_training_cases"] == 2
+    assert cohort.describe_training(found) == "muscles trained: 1 of 35 (adductor_brevis); absent from the cohort: 33"
+    everywhere = cohort.regions_by_training_cases(present, min_training_cases=1)   # no split: all cases count
+    assert everywhere["problems"] == [] and everywhere["muscles_trained"] == ["adductor_brevis", "external_rotators"]
+    full = cohort.regions_by_training_cases({"a": list(anatomy.REGIONS), "b": list(anatomy.REGIONS)})
+    assert full["problems"] == [] and len(full["muscles_trained"]) == 35 and full["muscles_absent"] == []
+    assert cohort.describe_training(full) == "muscles trained: 35 of 35; absent from the cohort: 0"
+    with pytest.raises(ValueError, match="min_training_cases must be an int >= 1, got 0"):
+        cohort.regions_by_training_cases(present, min_training_cases=0)
+    with pytest.raises(ValueError, match=r"train: case\(s\) \['e'\]"):
+        cohort.regions_by_training_cases(present, ["a", "e"])
+    with pytest.raises(ValueError, match=r"got \[99\]"):
+        cohort.regions_by_training_cases({"a": [99]})
+
+
+def test_check_counts_regions_in_the_training_split_of_params(tmp_path, capsys):
+    """--params: the split `llseg preprocess` makes; a region labelled in a test case but in only one training
+    case is a cohort problem naming the region and both counts."""
+    image, labels, affine = _complete_case()
+    cases = ["s1", "s2", "s3", "s4", "s5"]
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    split_params = cli.load_params(params)["split"]
+    split = cohort.split_cases(cases, test_fraction=split_params["test_fraction"], seed=split_params["seed"])
+    rare = anatomy.label_id("soleus", "left")
+    holders = {split["train"][0], split["test"][0]}                      # one training case, one test case
+    data = tmp_path / "data"
+    for case in cases:
+        lab = _keep(labels, [k for k in anatomy.REGIONS if k != rare or case in holders])
+        _write(data, case, image, lab, affine)
+    assert cli.main(["check", str(data), "--report", str(tmp_path / "r.json")]) == 0    # all cases: 2 hold it
+    capsys.readouterr()
+    assert cli.main(["check", str(data), "--params", str(params), "--report", str(tmp_path / "r.json")]) == 1
+    out = capsys.readouterr().out
+    assert ("BAD cohort: Soleus (left) (label 64) is labelled in 2 case(s) but only 1 training case(s); training "
+            "needs at least 2") in out
+    assert f"counted over {len(split['train'])} training case(s) of the split in {params}" in out
+    assert "5 case(s), 0 with problems; 1 cohort problem(s)" in out
+    report = io.read_json(tmp_path / "r.json")
+    assert report["n_bad"] == 0 and report["n_cohort_problems"] == 1 and report["training_cases_from"] == "split"
+    assert report["muscles_trained"] == [m.key for m in anatomy.MUSCLES]        # right soleus trains the muscle
+    assert cli.main(["check", str(data), "--params", str(params), "--min-training-cases", "1"]) == 0
+
+
+def test_check_min_training_cases_default_is_the_library_default():
+    args = cli.build_parser().parse_args(["check", "data"])
+    assert args.min_training_cases == cohort.MIN_TRAINING_CASES and args.params is None
 
 
 # --------------------------------------------------------------------------- (slow) retrain on a user cohort

@@ -33,7 +33,7 @@ def test_table1_known_means_sd_and_verdicts():
             row("adductor_longus", 0.95), row("adductor_longus", 0.97, side="left"),  # mean .96 >= .94
             row("gracilis", 0.96), row("gracilis", NAN, side="left")]                # one value, one NaN
     table = evaluation.table1(rows)
-    assert [t["muscle"] for t in table] == KEYS
+    assert [t["muscle"] for t in table] == ["adductor_brevis", "adductor_longus", "gracilis"]  # present only
     by = {t["muscle"]: t for t in table}
     ab = by["adductor_brevis"]
     assert ab["dice_mean"] == pytest.approx(0.85)
@@ -46,9 +46,10 @@ def test_table1_known_means_sd_and_verdicts():
     g = by["gracilis"]  # mean 0.96 >= interobserver 0.96 counts as within; sd undefined with n = 1
     assert g["n"] == 1 and g["n_nan"] == 1 and g["within_interobserver"] is True
     assert math.isnan(g["dice_sd"]) and g["this_run_mean_sd"] == "0.960"
-    soleus = by["soleus"]  # no rows at all
-    assert soleus["n"] == 0 and math.isnan(soleus["dice_mean"]) and soleus["within_interobserver"] is None
-    assert soleus["this_run_mean_sd"] == "n/a"
+    assert "soleus" not in by  # no rows at all: absent, not a row of NaN
+    nan_only = {t["muscle"]: t for t in evaluation.table1(rows + [row("soleus", NAN)])}["soleus"]
+    assert nan_only["n"] == 0 and math.isnan(nan_only["dice_mean"]) and nan_only["within_interobserver"] is None
+    assert nan_only["this_run_mean_sd"] == "n/a"
 
 
 def test_table1_counts_paper_values_give_the_table_counts():
@@ -63,8 +64,9 @@ def test_table1_counts_paper_values_give_the_table_counts():
 
 def test_table1_counts_undetermined_and_perfect():
     counts = evaluation.table1_counts(evaluation.table1([row("soleus", 1.0), row("psoas_major", NAN)]))
-    assert (counts["n_within"], counts["n_worse"], counts["n_undetermined"]) == (1, 0, 34)
-    assert counts["within"] == ["soleus"] and "psoas_major" in counts["undetermined"]
+    assert (counts["n_within"], counts["n_worse"], counts["n_undetermined"]) == (1, 0, 1)
+    assert counts["within"] == ["soleus"] and counts["undetermined"] == ["psoas_major"]
+    assert counts["n_muscles"] == 2 and counts["n_muscles_absent"] == 33 and "gracilis" in counts["muscles_absent"]
     assert counts["n_same_as_paper_table"] == 1  # soleus: within in both; undetermined never "same"
     with pytest.raises(ValueError, match="within_interobserver"):
         evaluation.table1_counts([{"muscle": "soleus"}])
@@ -98,23 +100,25 @@ def test_bad_rows_are_rejected_with_the_problem_named():
 
 
 def test_empty_rows_give_documented_nans():
-    table = evaluation.table1([])
-    assert len(table) == 35 and all(t["n"] == 0 and t["within_interobserver"] is None for t in table)
+    assert evaluation.table1([]) == []
+    assert evaluation.table1_counts([])["muscles_absent"] == KEYS
     s = evaluation.volume_msd_summary([])
     assert s["n_rows"] == 0 and math.isnan(s["msd_mm_mean"]) and math.isnan(s["dice_msd_pearson_r"])
-    assert s["n_muscles_volume_undetermined"] == 35
+    assert s["n_muscles_volume_undetermined"] == 0 and s["n_muscles_absent"] == 35
 
 
 def test_per_muscle_and_order_by_volume():
     rows = [row("soleus", volume_true=400), row("soleus", volume_true=500, side="left"),
             row("gracilis", volume_true=600), row("popliteus", volume_true=NAN)]
     pm = {e["muscle"]: e for e in evaluation.per_muscle(rows, columns=("volume_true_ml",))}
+    assert list(pm) == ["gracilis", "popliteus", "soleus"]  # the muscles present, Table-1 order
     assert pm["soleus"]["volume_true_ml_mean"] == 450 and pm["soleus"]["n_volume_true_ml"] == 2
     assert pm["popliteus"]["n_volume_true_ml"] == 0 and pm["popliteus"]["n_volume_true_ml_nan"] == 1
-    order = evaluation.muscles_by_volume(rows)
-    assert order[:2] == ["gracilis", "soleus"] and sorted(order) == sorted(KEYS)
-    rest = order[2:]  # unmeasured muscles follow by anatomy reference volume
-    assert rest[0] == "gluteus_maximus" and rest[-1] == "external_rotators"
+    # unmeasured muscles follow the measured ones by anatomy reference volume; absent ones are not listed
+    assert evaluation.muscles_by_volume(rows) == ["gracilis", "soleus", "popliteus"]
+    assert evaluation.muscles_by_volume(rows + [row("external_rotators", volume_true=NAN),
+                                                row("gluteus_maximus", volume_true=NAN)])[2:] == [
+        "gluteus_maximus", "popliteus", "external_rotators"]
 
 
 # ----------------------------------------------------------------------------- volume / MSD
@@ -130,7 +134,8 @@ def test_volume_msd_summary_known_means_nans_and_thresholds():
     assert s["msd_mm_mean"] == pytest.approx(3.25) and s["n_msd"] == 4 and s["n_msd_nan"] == 1
     assert s["muscles_above_volume_threshold"] == ["soleus"] and s["n_muscles_above_volume_threshold"] == 1
     assert s["muscles_above_msd_threshold"] == ["gracilis"]  # a row above is not enough: soleus' mean MSD is 2
-    assert s["n_muscles_volume_undetermined"] == 33  # pectineus (NaN) and the 32 muscles without rows
+    assert s["n_muscles_volume_undetermined"] == 1  # pectineus (NaN); the 32 muscles without rows are absent
+    assert s["n_muscles_absent"] == 32 and "pectineus" not in s["muscles_absent"]
     assert s["share_volume_below_typical"] == pytest.approx(0.0)  # no |error| below 5 %
     assert s["share_msd_below_threshold"] == pytest.approx(0.5)   # 1 and 3 mm of 1, 3, 5, 4
     assert s["overlap_above_volume_threshold"] == []
@@ -215,8 +220,9 @@ def test_stage_and_evaluation_summary():
     e = evaluation.evaluation_summary(rows)
     assert e["dice_mean_stage1"] == 0.5 and e["dice_mean_stage2"] == 1.0 and e["n_cases"] == 2
     assert e["msd_mm_mean"] is None and e["n_msd_nan"] == 2  # strict JSON: None, not NaN
-    assert e["n_within_interobserver"] == 1 and e["n_undetermined"] == 34
-    assert e["paper_within_interobserver_stated"] == 14 and e["paper_within_interobserver_table"] == 15
+    assert e["n_within_interobserver"] == 1 and e["n_undetermined"] == 0 and e["n_muscles"] == 1
+    assert e["muscles_absent"] == [k for k in KEYS if k != "soleus"]
+    assert e["paper_within_interobserver_stated"] == 14 and e["paper_within_interobserver_table"] == 1  # soleus
     with pytest.raises(ValueError, match="stage2"):
         evaluation.evaluation_summary([row("soleus", stage="stage1")])
 
@@ -278,20 +284,22 @@ def test_evaluate_command(tiny_study, tmp_path, capsys):
     assert cli.main(["evaluate", "--preprocessed", str(pre), "--predictions", str(pred), "--table", str(table),
                      "--metrics", str(metrics), "-q"]) == 0
     rows = list(csv.DictReader(open(table)))
-    assert len(rows) == 140 and {r["stage"] for r in rows} == {"stage1", "stage2"}
+    assert len(rows) == 4 and {r["stage"] for r in rows} == {"stage1", "stage2"}  # the 2 labelled regions only
     final = {int(r["label"]): r for r in rows if r["stage"] == "stage2"}
     assert float(final[2]["dice"]) == 1.0 and float(final[2]["msd_mm"]) == 0.0
     assert float(final[37]["volume_error_pct"]) == 0.0
     assert float(final[2]["volume_true_ml"]) == pytest.approx(6 * 8 * 8 * 2 * 2 * 5 / 1000)  # voxels x mm^3 / 1000
-    assert math.isnan(float(final[1]["dice"]))  # absent from truth and prediction
+    assert 1 not in final  # absent from truth and prediction: not labelled, no row
     first = {int(r["label"]): r for r in rows if r["stage"] == "stage1"}
     # a 6-voxel-wide block shifted by one voxel: Dice = 2 * 5/6 / 2
     assert float(first[2]["dice"]) == pytest.approx(5 / 6) and float(first[2]["msd_mm"]) > 0
     m = io.read_json(metrics)
     assert m["dice_mean_stage2"] == 1.0 and m["dice_mean_stage1"] == pytest.approx(5 / 6)
-    assert m["n_dice_nan_stage2"] == 68 and m["msd_mm_mean"] == 0.0 and m["n_cases"] == 1
-    assert (m["n_within_interobserver"], m["n_worse_than_interobserver"], m["n_undetermined"]) == (1, 0, 34)
-    assert "mean Dice stage 1 0.833, stage 2 1.000" in capsys.readouterr().out
+    assert m["n_dice_nan_stage2"] == 0 and m["msd_mm_mean"] == 0.0 and m["n_cases"] == 1 and m["n_rows"] == 2
+    assert (m["n_within_interobserver"], m["n_worse_than_interobserver"], m["n_undetermined"]) == (1, 0, 0)
+    assert m["n_muscles"] == 1 and len(m["muscles_absent"]) == 34
+    assert ("mean Dice stage 1 0.833, stage 2 1.000; 1 of 1 muscles within interobserver Dice; 34 muscle(s) absent "
+            "from the test labels, not scored") in capsys.readouterr().out
 
 
 def test_evaluate_command_names_a_missing_prediction(tiny_study, tmp_path, capsys):
@@ -309,4 +317,92 @@ def test_evaluate_predictions_without_the_cli(tiny_study, tmp_path):
     summary = evaluation.evaluate_predictions(pre, pred, table, metrics, progress=False)
     assert summary == io.read_json(metrics)
     assert summary["dice_mean_stage2"] == 1.0 and summary["dice_mean_stage1"] == pytest.approx(5 / 6)
-    assert len(io.read_csv(table)) == 140
+    assert len(io.read_csv(table)) == 4
+
+
+# ----------------------------------------------------------------------------- cohorts lacking muscles
+
+SEVEN = ("adductor_longus", "gracilis", "rectus_femoris", "sartorius", "vastus_intermedius", "vastus_lateralis",
+         "vastus_medialis")
+
+
+def test_rows_of_regions_a_case_does_not_label_are_not_scored():
+    rows = [row("soleus", 0.9, volume_true=100.0), row("soleus", 0.0, side="left", volume_true=0.0),   # not labelled
+            row("gracilis", 0.0, volume_true=50.0)]                                                     # a miss
+    assert [evaluation.is_labelled(r) for r in rows] == [True, False, True]
+    assert evaluation.is_labelled({"muscle": "soleus", "dice": 0.5})                  # no column: labelled
+    assert evaluation.is_labelled(row("soleus", volume_true=NAN))
+    table = {t["muscle"]: t for t in evaluation.table1(rows)}
+    assert table["soleus"]["dice_mean"] == 0.9 and table["soleus"]["n"] == 1         # the unlabelled side: no 0
+    assert table["gracilis"]["dice_mean"] == 0.0 and table["gracilis"]["within_interobserver"] is False  # a miss
+    assert evaluation.select_stage(rows, None) == [rows[0], rows[2]]
+    assert evaluation.volume_msd_summary(rows)["n_rows"] == 2
+    with pytest.raises(ValueError, match="'x' is not a number"):
+        evaluation.is_labelled(row("soleus", volume_true="x"))
+
+
+def test_table1_counts_and_summaries_restricted_to_the_muscles_present():
+    """Seven muscles on both sides plus semitendinosus on the right only."""
+    rows = [row(k, anatomy.muscle(k).interobserver_dice + 0.01, side=s) for k in SEVEN for s in ("right", "left")]
+    rows.append(row("semitendinosus", 0.5))
+    present = list(SEVEN) + ["semitendinosus"]
+    assert evaluation.muscles_present(rows) == [k for k in KEYS if k in present]
+    absent = evaluation.muscles_absent(rows)
+    assert len(absent) == 27 and "soleus" in absent and "semitendinosus" not in absent
+    table = evaluation.table1(rows)
+    assert [t["muscle"] for t in table] == evaluation.muscles_present(rows)
+    counts = evaluation.table1_counts(table)
+    assert (counts["n_muscles"], counts["n_within"], counts["n_worse"], counts["n_undetermined"]) == (8, 7, 1, 0)
+    assert counts["muscles_absent"] == absent and counts["n_muscles_absent"] == 27
+    assert counts["paper_table_within"] + counts["paper_table_worse"] == 8      # Table 1 over the same muscles
+    c = evaluation.compare_with_paper(rows)
+    assert c["n_muscles"] == 8 and c["n_muscles_undetermined"] == 0
+    assert c["paper_dice_mean_over_muscles"] == pytest.approx(np.mean([anatomy.muscle(k).paper_dice_mean
+                                                                       for k in present]))
+    assert c["n_within_larger_half"] + c["n_within_smaller_half"] == 7
+    s = evaluation.volume_msd_summary(rows)
+    assert s["n_muscles_absent"] == 27 and s["n_muscles_volume_undetermined"] == 0 and s["n_rows"] == 15
+    line = evaluation.absent_line(absent)
+    assert line.startswith("Absent from this cohort's test labels (not scored), 27 of 35 muscles: Adductor brevis, ")
+    assert evaluation.absent_line([]) == "" and evaluation.absent_line(evaluation.muscles_absent(paper_rows())) == ""
+    md = evaluation.table_markdown(table, ["name", "this_run_mean_sd"])
+    assert len(md.rstrip("\n").split("\n")) == 2 + 8
+
+
+@pytest.fixture
+def partial_study(tmp_path):
+    """One test case of a thigh-only cohort labelling seven muscles on both sides and semitendinosus on the right
+    only. Stage 2 = the truth, except that it misses the left gracilis and adds a soleus the truth does not label;
+    stage 1 = stage 2."""
+    truth = np.zeros((24, 16, 12), np.uint8)
+    for i, k in enumerate(SEVEN):
+        truth[14:20, 2 * i:2 * i + 2, 2:10] = anatomy.label_id(k, "right")
+        truth[4:10, 2 * i:2 * i + 2, 2:10] = anatomy.label_id(k, "left")
+    truth[20:23, 14:16, 2:10] = anatomy.label_id("semitendinosus", "right")
+    pred = truth.copy()
+    pred[pred == anatomy.label_id("gracilis", "left")] = 0
+    pred[14:20, 0:2, 10:12] = anatomy.label_id("soleus", "right")
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    pre, out = tmp_path / "pre", tmp_path / "pred"
+    io.write_json(pre / "manifest.json", {"split": {"train": [], "test": ["a"]}, "spacing_mm": [2, 2, 5]})
+    io.save_nifti(pre / "labels" / "a.nii.gz", truth, affine, dtype=np.uint8)
+    for stage in ("stage1", "stage2"):
+        io.save_nifti(out / "study" / f"a_{stage}.nii.gz", pred, affine, dtype=np.uint8)
+    return pre, out
+
+
+def test_evaluate_scores_only_the_regions_the_truth_labels(partial_study, tmp_path):
+    pre, pred = partial_study
+    table, metrics = tmp_path / "rows.csv", tmp_path / "evaluation.json"
+    summary = evaluation.evaluate_predictions(pre, pred, table, metrics, progress=False)
+    rows = io.read_csv(table)
+    final = {(r["muscle"], r["side"]): r for r in rows if r["stage"] == "stage2"}
+    assert len(final) == 15 and ("semitendinosus", "left") not in final    # 7 x 2 + 1 labelled regions
+    assert ("soleus", "right") not in final                                # predicted, not labelled: no row, no 0
+    assert final[("gracilis", "left")]["dice"] == 0.0                      # labelled, missed: a miss
+    assert final[("gracilis", "right")]["dice"] == 1.0
+    assert summary["n_rows"] == 15 and summary["n_muscles"] == 8 and len(summary["muscles_absent"]) == 27
+    assert summary["dice_mean_stage2"] == pytest.approx(14 / 15)
+    assert summary == io.read_json(metrics)
+    table1 = evaluation.table1(evaluation.select_stage(rows, "stage2"))
+    assert len(table1) == 8 and {t["muscle"] for t in table1} == set(SEVEN) | {"semitendinosus"}

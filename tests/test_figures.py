@@ -83,6 +83,28 @@ def test_volume_msd_figure_three_panels():
     plt.close(fig)
 
 
+def test_figures_of_a_cohort_lacking_muscles_show_the_muscles_present_and_name_the_others(tmp_path):
+    """Seven thigh muscles: Table 1's figure has seven rows, Figure 6 and it name the 28 absent muscles."""
+    from llseg import io
+
+    keep = ("adductor_longus", "gracilis", "rectus_femoris", "sartorius", "vastus_intermedius", "vastus_lateralis",
+            "vastus_medialis")
+    rows = [r for r in _rows() if r["muscle"] in keep]
+    table = evaluation.table1(rows)
+    fig = figures.dice_figure(rows, table)
+    names = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert names == [anatomy.muscle(k).name for k in keep]
+    caption = next(t.get_text() for t in fig.texts if t.get_gid() == "absent_muscles")
+    assert caption.startswith("Absent from this cohort's test labels (not scored), 28 of 35 muscles: Adductor brevis")
+    io.save_figure(fig, tmp_path / "t")
+    fig = figures.volume_msd_figure(rows, evaluation.volume_msd_summary(rows))
+    assert "28 of 35 muscles" in next(t.get_text() for t in fig.texts if t.get_gid() == "absent_muscles")
+    plt.close(fig)
+    full = figures.volume_msd_figure(_rows(), evaluation.volume_msd_summary(_rows()))
+    assert not [t for t in full.texts if t.get_gid() == "absent_muscles"]      # the whole-leg figure as before
+    plt.close(full)
+
+
 def test_contour_and_rendering_figures(two_leg_case):
     image, labels, _ = two_leg_case
     pred = np.roll(labels, 1, axis=0)

@@ -141,6 +141,91 @@ def test_06_rendering(truth_predictions, tmp_path):
     assert "70 of 70 ground-truth regions predicted; missing: none" in text
 
 
+# ----------------------------------------------------------------------------- a cohort lacking muscles
+
+PARTIAL = ("adductor_longus", "gracilis", "rectus_femoris", "sartorius", "vastus_intermedius", "vastus_lateralis",
+           "vastus_medialis")
+
+
+@pytest.fixture
+def partial_study(tmp_path):
+    """Two hand-built test cases of a thigh-only cohort (no phantom, no training): seven muscles on both sides
+    and semitendinosus on the right only; stage 2 = the truth shifted by one voxel without the left gracilis (a
+    miss), stage 1 = the truth shifted by two; then `llseg evaluate`."""
+    from llseg import anatomy
+
+    pre, pred = tmp_path / "pre", tmp_path / "pred"
+    affine = np.diag([4.0, 4.0, 10.0, 1.0])
+    for j, case in enumerate(("a", "b")):
+        truth = np.zeros((48, 32, 24), np.uint8)
+        for i, k in enumerate(PARTIAL):
+            truth[28:40, 4 * i:4 * i + 3, 4:20] = anatomy.label_id(k, "right")
+            truth[8:20, 4 * i:4 * i + 3, 4:20] = anatomy.label_id(k, "left")
+        truth[40:44, 28:31, 4:20] = anatomy.label_id("semitendinosus", "right")
+        stage2 = np.roll(truth, 1, axis=0)
+        stage2[stage2 == anatomy.label_id("gracilis", "left")] = 0
+        io.save_nifti(pre / "image" / f"{case}.nii.gz", np.where(truth > 0, 0.6, 0.1 + 0.01 * j).astype(np.float32),
+                      affine)
+        io.save_nifti(pre / "labels" / f"{case}.nii.gz", truth, affine, dtype=np.uint8)
+        io.save_nifti(pred / "study" / f"{case}_stage2.nii.gz", stage2, affine, dtype=np.uint8)
+        io.save_nifti(pred / "study" / f"{case}_stage1.nii.gz", np.roll(truth, 2, axis=0), affine, dtype=np.uint8)
+        found = {str(k): [[int(a.min()), int(a.max()) + 1] for a in np.nonzero(truth == k)]
+                 for k in np.unique(truth)[1:]}
+        io.write_json(pred / "study" / f"{case}_boxes.json", {"boxes": found, "estimated": {}})
+    io.write_json(pre / "manifest.json", {"split": {"train": [], "test": ["a", "b"]}, "spacing_mm": [4, 4, 10]})
+    table = tmp_path / "metrics_per_region.csv"
+    assert cli.main(["evaluate", "--preprocessed", str(pre), "--predictions", str(pred), "--table", str(table),
+                     "--metrics", str(tmp_path / "evaluation.json"), "-q"]) == 0
+    return {"preprocessed": pre, "predictions": pred, "table": table}
+
+
+def _printed(path) -> str:
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_notebooks_on_a_cohort_lacking_muscles(partial_study, tmp_path):
+    """04, 05, 06 and the walkthrough run on a thigh-only cohort: tables and figures of the eight muscles present,
+    the 27 absent ones named; the walkthrough's muscle (soleus) is absent, so it shows a labelled one instead."""
+    import csv
+
+    out, table = tmp_path / "reports", str(partial_study["table"])
+    for name, params in (("04_dice_table", dict(metrics_path=str(out / "dice_table.json"))),
+                         ("05_volume_msd", dict(metrics_path=str(out / "volume_msd.json")))):
+        pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(tmp_path / f"{name}.ipynb"), progress_bar=False,
+                            parameters=dict(metrics_table=table, stage="stage2", figure_dir=str(out / "figures"),
+                                            table_dir=str(out / "tables"), **params))
+    rows = list(csv.DictReader(open(out / "tables" / "table1_dice.csv")))
+    assert [r["muscle"] for r in rows] == sorted(PARTIAL + ("semitendinosus",))     # Table-1 order, present only
+    absent = "Absent from this cohort's test labels (not scored), 27 of 35 muscles: Adductor brevis, "
+    for md in ("table1_dice.md", "volume_msd_per_muscle.md"):
+        text = (out / "tables" / md).read_text()
+        assert sum(line.startswith("|") for line in text.splitlines()) == 2 + 8 and absent in text
+    m = io.read_json(out / "dice_table.json")
+    assert m["n_muscles"] == 8 and m["n_muscles_absent"] == 27 and m["n_undetermined"] == 0
+    assert io.read_json(out / "volume_msd.json")["n_muscles_absent"] == 27
+    assert absent in _printed(tmp_path / "05_volume_msd.ipynb")
+    pm.execute_notebook(str(NOTEBOOKS / "06_rendering.ipynb"), str(tmp_path / "06.ipynb"), progress_bar=False,
+                        parameters=dict(preprocessed_dir=str(partial_study["preprocessed"]),
+                                        predictions_dir=str(partial_study["predictions"]), max_faces=400,
+                                        figure_dir=str(out / "figures")))
+    assert ("14 of 15 ground-truth regions predicted; missing: Gracilis (left); 55 regions not labelled in the "
+            "ground truth") in _printed(tmp_path / "06.ipynb")
+    pm.execute_notebook(str(NOTEBOOKS / "00_walkthrough.ipynb"), str(tmp_path / "00.ipynb"), progress_bar=False,
+                        parameters=dict(preprocessed_dir=str(partial_study["preprocessed"]),
+                                        predictions_dir=str(partial_study["predictions"]), widgets=False,
+                                        muscle="soleus", stage1_factor=[2, 2, 1], n_tta_boxes=2,
+                                        figure_dir=str(out / "figures")))
+    text = _printed(tmp_path / "00.ipynb")
+    assert ("15 of 70 regions labelled; not labelled: 27 muscles on both sides, 1 on the left only. Soleus (right) "
+            "is not labelled on this case; showing Adductor longus (right) instead.") in text
+    assert "Adductor longus (right) on a. Paper, Table 1: Dice 0.94 ± 0.011" in text
+    for stem in ("table1_dice", "fig6_volume_msd", "fig7_slices", "fig7_rendering", "walkthrough_muscle"):
+        assert (out / "figures" / f"{stem}.png").exists()
+
+
 # ----------------------------------------------------------------------------- defaults work from notebooks/
 
 def _parameter_defaults(path) -> dict:

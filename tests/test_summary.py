@@ -59,3 +59,22 @@ def test_study_summary_lines(tmp_path):
     assert "unrecorded machine: trained 1 network(s)" in text
     assert f"{runinfo.cpu_model()} (" in text and "predicted the test cases" in text
     assert max(map(len, lines)) < 120                                          # readable, unlike dvc metrics show
+
+
+def test_study_summary_counts_not_testable_claims_and_names_absent_muscles(tmp_path):
+    rows = [{**r, "volume_true_ml": 10.0} for r in _rows({("stage1", "a"): [0.5], ("stage1", "b"): [0.6],
+                                                          ("stage2", "a"): [0.8], ("stage2", "b"): [0.9]})]
+    rows.append({"stage": "stage2", "case": "a", "dice": 0.0, "volume_true_ml": 0.0})   # not labelled: not scored
+    io.write_csv(tmp_path / "rows.csv", rows)
+    metrics = tmp_path / "metrics"
+    io.write_json(metrics / "claims.json", {"claims": [{"verdict": "reproduced"}, {"verdict": "not testable here"},
+                                                       {"verdict": "not testable here"}]})
+    io.write_json(metrics / "cascade.json", {"mean_seconds_per_case": 2.0})
+    io.write_json(metrics / "evaluation.json", {"muscles_absent": ["fibulari", "popliteus", "soleus", "gracilis"]})
+    text = summary.study_summary(metrics, tmp_path / "rows.csv", tmp_path / "models")
+    assert "stage 1 + stage 2: 0.850" in text                                     # the unlabelled row left out
+    assert "paper claims (3): 1 reproduced, 2 not testable here" in text
+    assert "muscles: 31 of 35 in the test labels; absent: fibulari, popliteus, soleus and 1 more" in text
+    assert max(map(len, text.splitlines())) < 120
+    io.write_json(metrics / "evaluation.json", {"muscles_absent": []})           # whole-leg cohort: no such line
+    assert "absent" not in summary.study_summary(metrics, tmp_path / "rows.csv", tmp_path / "models")

@@ -189,8 +189,8 @@ def test_widget_builds_headless_and_updates(case):
     assert all(isinstance(c[a], ipywidgets.IntSlider) for a in "xyz")
     assert [c[a].max for a in "xyz"] == [n - 1 for n in SHAPE]
     assert c["source"].options == ("ground truth", "stage 1", "stage 2")
-    assert len(c["region"].options) == 71 and c["region"].options[0] == ("all", 0)
-    assert {label for _, label in c["region"].options[1:]} == set(anatomy.REGIONS)
+    assert c["region"].options[0] == ("all", 0)                 # then the regions present, Table-1 order
+    assert [label for _, label in c["region"].options[1:]] == [2, 37, 12]
     assert v.image_widget.value[:8] == b"\x89PNG\r\n\x1a\n"
 
     for view in viewer.VIEWS:
@@ -230,8 +230,20 @@ def test_widget_builds_headless_and_updates(case):
     assert "image/png" in v._repr_mimebundle_()
 
 
+def test_widget_lists_only_regions_present_or_boxed(case):
+    """A partial cohort: the muscle menu offers the regions some label map holds or a box names."""
+    image, labels, preds = case
+    v = viewer.slice_viewer(image, labels, spacing_mm=(1, 1, 1),
+                            predictions={"stage 2": np.where(labels == 12, 0, labels)},
+                            boxes={70: np.array([[0, 2], [0, 2], [0, 2]])})
+    assert [label for _, label in v.controls["region"].options[1:]] == [2, 37, 12, 70]
+    v = viewer.slice_viewer(image, predictions={"stage 2": np.where(labels == 2, 0, labels)}, spacing_mm=(1, 1, 1))
+    assert [label for _, label in v.controls["region"].options[1:]] == [37, 12]
+
+
 def test_widget_without_labels_and_one_voxel():
     v = viewer.slice_viewer(np.ones((1, 1, 1)), spacing_mm=(1, 1, 1))
+    assert len(v.controls["region"].options) == 71          # no label map: every region can be chosen
     assert v.controls["source"].disabled and v.overlay is None
     assert len(v.axes.images) == 1
     v.controls["region"].value = 5                          # nothing to find: sliders stay put

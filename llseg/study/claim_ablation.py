@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import anatomy
 from .claim_inputs import Comparison, Untestable, compare, finite, fmt, nanmean_units, registrar
 
 __all__ = ["ABLATION_CLAIMS", "PAPER_BLOCK_DICE_SPREAD", "Fig5", "fig5", "fig5_compare", "series", "blocks", "archs",
@@ -51,6 +52,9 @@ _NO_CROPS = {"n_params": "no interval: exact parameter counts",
 
 def _variants(ctx) -> list[dict]:
     data, src = ctx.data("ablation"), ctx.sources["ablation"]
+    muscle = data.get("muscle") if isinstance(data, Mapping) else None
+    if isinstance(muscle, str) and muscle in {m.key for m in anatomy.MUSCLES}:
+        ctx.require_muscles([muscle], "the ablation muscle: the variants segment it")  # the cohort must have it
     variants = data.get("variants") if isinstance(data, Mapping) else None
     if not isinstance(variants, Mapping) or not variants:
         raise Untestable(f"{src} has no 'variants'")

@@ -7,7 +7,9 @@ params.yaml's ``claims:`` section (a flat ``thresholds`` dict); nothing is typed
 * ``"not reproduced"``: the rule fails;
 * ``"inconclusive"``: the confidence interval of the difference contains the threshold;
 * ``"not testable here"``: an input is missing (file absent, key absent, value NaN/None,
-  too few variants), with the reason.
+  too few variants), or the claim needs muscles this cohort's test labels lack (a count or mean
+  over all 35, the external rotators, the ablation muscle, at least ``MIN_PATTERN_MUSCLES`` for
+  a pattern over muscles; ``claim_inputs``), with the reason.
 
 A comparison whose data has one value per test unit (per-region rows, per-case counts, the
 Figure-4 regions, the per-case CoV of the N4 claim, the ablation's end-of-training Dice per
@@ -34,10 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import io
+from .. import anatomy, io
 from . import evaluation
 from .claim_checks import CLAIMS, PAPER_BLOCK_DICE_SPREAD, PAPER_TABLE1_MEAN_DICE
-from .claim_inputs import Comparison, Context, Untestable, bootstrap_interval, holds, interval_holds
+from .claim_inputs import (MIN_PATTERN_MUSCLES, Comparison, Context, Untestable, bootstrap_interval, holds,
+                           interval_holds)
 
 __all__ = [
     "REPRODUCED",
@@ -300,7 +303,8 @@ def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequ
         "",
         f"Ni et al. 2019, sections 3-4 and abstract. Profile: `{profile or 'unknown'}`. Every verdict is computed by "
         "`llseg claims` from this run's metrics with the thresholds in `params.yaml` (`claims:`); none is typed "
-        "by hand. \"Not testable here\" means an input file or value was missing or NaN (reason given). "
+        "by hand. \"Not testable here\" means an input file or value was missing or NaN, or the claim needs muscles "
+        "this cohort's test labels lack (reason given). "
         f"The interval column gives the value (mostly a difference) the rule compares with its threshold and, where the data "
         f"have one value per test unit, its {confidence:.0%} paired percentile bootstrap interval ({resamples} "
         "resamples, seeded; the resampling unit is named: a test case carries all its regions). A verdict is "
@@ -391,6 +395,11 @@ def write_claims(metrics_dir, table, out, json_out, *, thresholds: Mapping, stag
     found = evaluate_claims(inputs, thresholds, stage=stage, sources=sources)
     counts = count_verdicts(found)
     notes.append(f"Per-muscle claims score the `{stage}` labels (params.yaml `evaluation.stage`).")
+    absent = Context(inputs, thresholds, stage, {**INPUTS, **sources}).muscles_absent()
+    if absent:
+        notes.append(f"{evaluation.absent_line(absent)} Claims over all {len(anatomy.MUSCLES)} muscles are not "
+                     f"testable here, claims about a pattern over muscles need at least {MIN_PATTERN_MUSCLES} of "
+                     "them, and the mean Dice is compared with Table 1's mean over the muscles present.")
     t = {**BOOTSTRAP_DEFAULTS, **thresholds}
     io.write_json(json_out, {"profile": profile, "n_claims": len(found),
                              **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()},

@@ -14,6 +14,18 @@ mean here is over the finite values only, and every result says how many values 
 next to it (``n_*_nan``); a mean over no finite value is NaN (``None`` in the JSON-ready
 ``evaluation_summary``). Nothing is dropped without being counted.
 
+Regions a case does not label
+-----------------------------
+A real cohort's label maps may hold any subset of the 70 regions (some muscles, one side, a
+thigh-only scan). A region absent from a case's ground truth is *not labelled* there: it is not
+scored at all, never a Dice of 0. ``llseg evaluate`` writes rows only for the regions each
+case's ground truth labels, and every function here drops a row whose ``volume_true_ml`` is 0
+(:func:`is_labelled`; e.g. rows of older tables). A region the ground truth labels but the
+prediction misses still scores Dice 0: a miss. The per-muscle results (``per_muscle``,
+``table1``, the counts and comparisons) cover the muscles *present*, those with at least one
+labelled row, and name the others (``muscles_absent``, :func:`absent_line`). With all 70
+regions labelled, as in the phantom study, nothing changes.
+
 Paper values
 ------------
 Per-muscle Table-1 values and the stated counts come from ``llseg.anatomy``; the section-3.4
@@ -37,7 +49,11 @@ __all__ = [
     "PAPER_N_MSD_ABOVE_4MM",
     "PAPER_VOLUME_THRESHOLD_PCT",
     "PAPER_MSD_THRESHOLD_MM",
+    "is_labelled",
     "select_stage",
+    "muscles_present",
+    "muscles_absent",
+    "absent_line",
     "per_muscle",
     "muscles_by_volume",
     "table1",
@@ -96,7 +112,30 @@ def _check_rows(rows, columns: Sequence[str]) -> list[Mapping]:
             anatomy.muscle(row["muscle"])
         except KeyError:
             raise ValueError(f"rows[{i}]: unknown muscle {row['muscle']!r} (see llseg.anatomy)") from None
-    return rows
+    return [r for r in rows if is_labelled(r)]
+
+
+def is_labelled(row: Mapping) -> bool:
+    """Whether a per-region row scores a region its case's ground truth labels.
+
+    Parameters
+    ----------
+    row : mapping
+        A per-region row.
+
+    Returns
+    -------
+    bool
+        False when ``volume_true_ml`` is 0 (no ground-truth voxel: the region is not labelled in
+        that case, so it is not scored); True otherwise, including rows without the column or
+        with a NaN there (nothing says the region is unlabelled).
+
+    Raises
+    ------
+    ValueError
+        ``volume_true_ml`` is not a number.
+    """
+    return "volume_true_ml" not in row or _float(row["volume_true_ml"]) != 0.0
 
 
 def select_stage(rows, stage: str | None) -> list[Mapping]:
@@ -113,7 +152,8 @@ def select_stage(rows, stage: str | None) -> list[Mapping]:
     Returns
     -------
     list of mapping
-        The selected rows, in input order (may be empty).
+        The selected rows, in input order (may be empty), without rows of regions the case
+        does not label (:func:`is_labelled`).
 
     Raises
     ------
@@ -146,6 +186,57 @@ def _mean_sd(values: np.ndarray) -> tuple[float, float, int, int]:
     return mean, sd, n, int(values.size - n)
 
 
+def muscles_present(rows, *, stage: str | None = None) -> list[str]:
+    """Keys of the muscles with at least one labelled row (either side, any case), Table-1 order.
+
+    Parameters
+    ----------
+    rows : iterable of mapping
+        Per-region rows.
+    stage : str, optional
+        Select one stage first (see ``select_stage``).
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad rows or stages mixed.
+    """
+    found = {anatomy.muscle(r["muscle"]).key for r in select_stage(rows, stage)}
+    return [m.key for m in anatomy.MUSCLES if m.key in found]
+
+
+def muscles_absent(rows, *, stage: str | None = None) -> list[str]:
+    """Keys of the muscles without any labelled row (the cohort's test labels lack them), Table-1
+    order; the complement of :func:`muscles_present`."""
+    found = set(muscles_present(rows, stage=stage))
+    return [m.key for m in anatomy.MUSCLES if m.key not in found]
+
+
+def absent_line(absent: Sequence[str]) -> str:
+    """The line shown under a table or figure of a cohort lacking muscles.
+
+    Parameters
+    ----------
+    absent : sequence of str
+        Muscle keys (``muscles_absent``).
+
+    Returns
+    -------
+    str
+        ``"Absent from this cohort's test labels (not scored), 2 of 35 muscles: Popliteus,
+        Soleus."``; "" when nothing is absent.
+
+    Raises
+    ------
+    KeyError
+        An unknown muscle key.
+    """
+    if not absent:
+        return ""
+    names = ", ".join(anatomy.muscle(k).name for k in absent)
+    return f"Absent from this cohort's test labels (not scored), {len(absent)} of {anatomy.N_MUSCLES} muscles: {names}."
+
+
 def per_muscle(rows, *, stage: str | None = None, columns=("dice", "msd_mm", "volume_error_abs_pct")) -> list[dict]:
     """Per-muscle mean, sd and counts of metric columns, over cases and both sides.
 
@@ -161,9 +252,11 @@ def per_muscle(rows, *, stage: str | None = None, columns=("dice", "msd_mm", "vo
     Returns
     -------
     list of dict
-        35 dicts in Table-1 order, each with ``index``, ``muscle`` (key), ``name`` and, per
-        column ``c``: ``c + "_mean"``, ``c + "_sd"`` (ddof=1), ``"n_" + c`` (finite values) and
-        ``"n_" + c + "_nan"``. A muscle without rows has ``n = 0`` and NaN mean and sd.
+        One dict per muscle present (:func:`muscles_present`; all 35 when every region is
+        labelled somewhere), in Table-1 order, each with ``index``, ``muscle`` (key), ``name``
+        and, per column ``c``: ``c + "_mean"``, ``c + "_sd"`` (ddof=1), ``"n_" + c`` (finite
+        values) and ``"n_" + c + "_nan"``. A muscle whose rows hold no finite value has NaN
+        mean and sd. Muscles without a labelled row are left out (see ``muscles_absent``).
 
     Raises
     ------
@@ -177,6 +270,8 @@ def per_muscle(rows, *, stage: str | None = None, columns=("dice", "msd_mm", "vo
         by_key[anatomy.muscle(r["muscle"]).key].append(r)
     out = []
     for m in anatomy.MUSCLES:
+        if not by_key[m.key]:
+            continue
         entry = {"index": m.index, "muscle": m.key, "name": m.name}
         for c in columns:
             mean, sd, n, n_nan = _mean_sd(_values(by_key[m.key], c))
@@ -186,10 +281,11 @@ def per_muscle(rows, *, stage: str | None = None, columns=("dice", "msd_mm", "vo
 
 
 def muscles_by_volume(rows, *, stage: str | None = None) -> list[str]:
-    """Muscle keys sorted by mean ground-truth volume (``volume_true_ml``), largest first.
+    """Keys of the muscles present (:func:`muscles_present`) sorted by mean ground-truth volume
+    (``volume_true_ml``), largest first.
 
-    Muscles without a finite volume in ``rows`` are placed by their anatomy reference volume
-    (``Muscle.volume_ml``) after the measured ones; ties keep Table-1 order.
+    Muscles present without a finite volume in ``rows`` are placed by their anatomy reference
+    volume (``Muscle.volume_ml``) after the measured ones; ties keep Table-1 order.
     """
     means = per_muscle(rows, stage=stage, columns=("volume_true_ml",))
     measured = [(e["volume_true_ml_mean"], e["muscle"]) for e in means if np.isfinite(e["volume_true_ml_mean"])]
@@ -220,7 +316,9 @@ def table1(rows, *, stage: str | None = None) -> list[dict]:
     Returns
     -------
     list of dict
-        35 dicts with ``index``, ``muscle``, ``name``, ``interobserver_dice``,
+        One dict per muscle present in ``rows`` (:func:`muscles_present`: all 35 when every
+        region is labelled somewhere; the absent ones are left out), Table-1 order, with
+        ``index``, ``muscle``, ``name``, ``interobserver_dice``,
         ``paper_dice_mean``, ``paper_dice_sd``, ``paper_within_interobserver`` (Table 1's own
         rounded values: paper mean >= interobserver), ``dice_mean``, ``dice_sd`` (ddof=1, over
         test cases and both sides), ``n`` (finite Dice values), ``n_nan``,
@@ -243,7 +341,8 @@ def table1(rows, *, stage: str | None = None) -> list[dict]:
     rows = select_stage(rows, stage)
     margin = bool(rows) and all(MARGIN in r for r in rows)
     out = []
-    for e, m in zip(per_muscle(rows, columns=("dice", MARGIN) if margin else ("dice",)), anatomy.MUSCLES):
+    for e in per_muscle(rows, columns=("dice", MARGIN) if margin else ("dice",)):
+        m = anatomy.muscle(e["muscle"])
         mean, sd = e["dice_mean"], e["dice_sd"]
         out.append({
             "index": m.index, "muscle": m.key, "name": m.name,
@@ -270,12 +369,14 @@ def table1_counts(table: Sequence[Mapping]) -> dict:
     Returns
     -------
     dict
-        ``n_muscles``; this run's ``n_within``, ``n_worse`` and ``n_undetermined`` (no finite
-        Dice) with the lists ``within`` / ``worse`` / ``undetermined`` (muscle keys);
-        ``paper_table_within`` / ``paper_table_worse`` (Table 1's rounded values: 15 / 20);
-        ``paper_stated_within`` / ``paper_stated_worse`` (the text's 14 / 21,
-        ``anatomy.PAPER_WITHIN_INTEROBSERVER``); ``n_same_as_paper_table``: muscles whose
-        within/worse verdict equals the one from Table 1's values.
+        ``n_muscles`` (rows of ``table``: the muscles present); this run's ``n_within``,
+        ``n_worse`` and ``n_undetermined`` (no finite Dice) with the lists ``within`` /
+        ``worse`` / ``undetermined`` (muscle keys); ``paper_table_within`` /
+        ``paper_table_worse`` (Table 1's rounded values over the same muscles: 15 / 20 over
+        all 35); ``paper_stated_within`` / ``paper_stated_worse`` (the text's 14 / 21 over all
+        35, ``anatomy.PAPER_WITHIN_INTEROBSERVER``); ``n_same_as_paper_table``: muscles whose
+        within/worse verdict equals the one from Table 1's values; ``muscles_absent`` and
+        ``n_muscles_absent``: the muscles ``table`` lacks (not in the cohort's test labels).
 
     Raises
     ------
@@ -291,6 +392,8 @@ def table1_counts(table: Sequence[Mapping]) -> dict:
     groups = {name: [r["muscle"] for r in table if verdict[r["within_interobserver"]] == name]
               for name in verdict.values()}
     paper_within = sum(bool(r["paper_within_interobserver"]) for r in table)
+    listed = {anatomy.muscle(r["muscle"]).key for r in table}
+    absent = [m.key for m in anatomy.MUSCLES if m.key not in listed]
     return {
         "n_muscles": len(table),
         "n_within": len(groups["within"]), "n_worse": len(groups["worse"]),
@@ -301,6 +404,7 @@ def table1_counts(table: Sequence[Mapping]) -> dict:
         "n_same_as_paper_table": sum(r["within_interobserver"] is not None
                                      and bool(r["within_interobserver"]) == bool(r["paper_within_interobserver"])
                                      for r in table),
+        "n_muscles_absent": len(absent), "muscles_absent": absent,
     }
 
 
@@ -319,8 +423,9 @@ def compare_with_paper(rows, *, stage: str | None = None, n_listed: int = 5) -> 
     Returns
     -------
     dict
-        Over the ``n_muscles`` muscles with a finite mean Dice (``n_muscles_undetermined``
-        without): ``dice_mean_over_muscles`` (mean of per-muscle means),
+        Over the ``n_muscles`` muscles present with a finite mean Dice
+        (``n_muscles_undetermined`` present without one; absent muscles are left out, see
+        ``table1_counts``): ``dice_mean_over_muscles`` (mean of per-muscle means),
         ``paper_dice_mean_over_muscles``, ``interobserver_dice_mean_over_muscles`` (same
         muscles), ``mean_difference_to_paper``, ``mean_difference_to_interobserver``,
         ``n_at_or_above_paper``; ``largest_shortfalls`` and ``best_vs_interobserver`` (lists
@@ -356,8 +461,9 @@ def compare_with_paper(rows, *, stage: str | None = None, n_listed: int = 5) -> 
         return [{"muscle": table[i]["muscle"], "dice_mean": float(ours[i]), "interobserver_dice": float(inter[i]),
                  "difference": float(gap[i])} for i in indices[:n_listed]]
 
-    volumes = np.array([e["volume_true_ml_mean"] for e in per_muscle(rows, columns=("volume_true_ml",))])
-    reference = np.array([m.volume_ml for m in anatomy.MUSCLES])
+    measured = {e["muscle"]: e["volume_true_ml_mean"] for e in per_muscle(rows, columns=("volume_true_ml",))}
+    volumes = np.array([measured.get(t["muscle"], math.nan) for t in table])
+    reference = np.array([anatomy.muscle(t["muscle"]).volume_ml for t in table])
     larger = set(muscles_by_volume(rows)[: (len(table) + 1) // 2])
     in_larger = np.array([t["muscle"] in larger for t in table])
     within = np.array([t["within_interobserver"] is True for t in table])
@@ -433,7 +539,8 @@ def volume_msd_summary(rows, *, stage: str | None = None, volume_threshold_pct: 
         * ``share_volume_below_typical``, ``share_msd_below_threshold`` (of finite values);
         * ``muscles_above_volume_threshold``, ``muscles_above_msd_threshold`` (keys, Table-1
           order, by muscle mean) and their ``n_`` counts; ``n_muscles_volume_undetermined``
-          and ``n_muscles_msd_undetermined`` (no finite value);
+          and ``n_muscles_msd_undetermined`` (present, but no finite value);
+          ``muscles_absent`` / ``n_muscles_absent`` (no labelled row: not scored);
         * ``dice_msd_pearson_r`` / ``_p``, ``dice_msd_spearman_rho`` / ``_p`` over rows,
           ``n_dice_msd_pairs``, ``n_dice_msd_pairs_dropped``; the same over muscle means as
           ``muscle_dice_msd_pearson_r`` and ``muscle_dice_msd_spearman_rho``;
@@ -501,6 +608,8 @@ def volume_msd_summary(rows, *, stage: str | None = None, volume_threshold_pct: 
         "overlap_above_volume_threshold": [k for k in vol_above if k in PAPER_VOLUME_ERROR_ABOVE_10PCT],
         "volume_threshold_pct": float(volume_threshold_pct), "msd_threshold_mm": float(msd_threshold_mm),
         "typical_volume_pct": float(typical_volume_pct),
+        "n_muscles_absent": anatomy.N_MUSCLES - len(means),
+        "muscles_absent": [m.key for m in anatomy.MUSCLES if m.key not in {e["muscle"] for e in means}],
     }
 
 
@@ -561,7 +670,8 @@ def evaluation_summary(rows, *, first_stage: str = "stage1", final_stage: str = 
     Returns
     -------
     dict
-        JSON-ready (undefined values are None, not NaN): ``n_cases``, ``n_rows``,
+        JSON-ready (undefined values are None, not NaN): ``n_cases``, ``n_rows`` (labelled
+        regions of the final stage), ``n_muscles`` (muscles present) and ``muscles_absent``,
         ``dice_mean_stage1``, ``dice_mean_stage2``, ``msd_mm_mean``,
         ``volume_error_abs_pct_mean`` (final stage), their NaN counts
         (``n_dice_nan_stage1`` ...), ``n_within_interobserver``,
@@ -583,6 +693,7 @@ def evaluation_summary(rows, *, first_stage: str = "stage1", final_stage: str = 
     return json_ready({
         "n_cases": len({r.get("case") for r in rows if r["stage"] == final_stage}),
         "n_rows": final["n_rows"],
+        "n_muscles": counts["n_muscles"], "muscles_absent": counts["muscles_absent"],
         "dice_mean_stage1": first["dice_mean"], "n_dice_nan_stage1": first["n_dice_nan"],
         "dice_mean_stage2": final["dice_mean"], "n_dice_nan_stage2": final["n_dice_nan"],
         "msd_mm_mean": final["msd_mm_mean"], "n_msd_nan": final["n_msd_nan"],
@@ -668,8 +779,11 @@ def evaluate_predictions(preprocessed, predictions, table, metrics_json, *, prog
 
     Notes
     -----
-    Empty masks give NaN metrics (``llseg.metrics``); they are counted and logged once per
-    case and stage instead of warned once per region.
+    Only the regions a case's ground truth labels are scored (rows for those only): a region
+    absent from the ground truth is "not labelled" there, whatever the prediction holds (a
+    partial cohort; logged), while a labelled region the prediction misses scores Dice 0.
+    Empty predictions give NaN surface distances (``llseg.metrics``); they are counted and
+    logged once per case and stage instead of warned once per region.
     """
     import warnings
 
@@ -680,15 +794,26 @@ def evaluate_predictions(preprocessed, predictions, table, metrics_json, *, prog
     rows = []
     for case in tqdm(cases, desc="evaluate test cases", unit="case", disable=not progress):
         truth = io.load_labels(root / "labels" / f"{case}.nii.gz")
+        counts = np.bincount(truth.data.ravel(), minlength=anatomy.N_REGIONS + 1)
+        labelled = [int(k) for k in np.flatnonzero(counts[1:]) + 1]            # the regions its ground truth labels
+        if len(labelled) < anatomy.N_REGIONS:
+            log.info("%s: %d of %d regions labelled in the ground truth; the other %d are not scored", case,
+                     len(labelled), anatomy.N_REGIONS, anatomy.N_REGIONS - len(labelled))
         for stage in ("stage1", "stage2"):
             pred = io.load_labels(predictions / "study" / f"{case}_{stage}.nii.gz", reference=truth)
+            extra = sorted(set(np.unique(pred.data).tolist()) - set(labelled) - {0})
+            if extra:
+                log.info("%s %s: %d predicted region(s) not labelled in the ground truth, not scored: %s", case,
+                         stage, len(extra), ", ".join(anatomy.region_name(k) for k in extra[:5])
+                         + (" ..." if len(extra) > 5 else ""))
             with warnings.catch_warnings(record=True) as caught:  # one summary line instead of one per region
                 warnings.simplefilter("always", metrics.EmptyMaskWarning)
-                found = metrics.evaluate_regions(pred.data, truth.data, truth.spacing_mm, case=case)
+                found = metrics.evaluate_regions(pred.data, truth.data, truth.spacing_mm, labels=labelled, case=case)
             for w in caught:
                 log.debug("%s", w.message)
             if caught:
-                log.info("%s %s: %d region(s) with an empty mask (NaN metrics in the table)", case, stage, len(caught))
+                log.info("%s %s: %d region(s) missed (empty prediction: Dice 0, NaN distances)", case, stage,
+                         len(caught))
             rows += [{"stage": stage, **row} for row in found]
     summary = evaluation_summary(rows)
     io.write_csv(table, rows)

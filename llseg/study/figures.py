@@ -156,6 +156,18 @@ def _finite(rows, column: str, muscle: str | None = None) -> np.ndarray:
     return values[np.isfinite(values)]
 
 
+def _absent_caption(fig, absent) -> None:
+    """A cohort lacking muscles: name them under the figure (nothing when none is absent)."""
+    if not absent:
+        return
+    import textwrap
+
+    names = ", ".join(anatomy.muscle(k).name for k in absent)
+    text = f"Absent from this cohort's test labels (not scored), {len(absent)} of {anatomy.N_MUSCLES} muscles: {names}."
+    fig.text(0.01, 0.0, "\n".join(textwrap.wrap(text, 130)), ha="left", va="top", fontsize=7, color="0.3",
+             gid="absent_muscles")
+
+
 def dice_figure(rows, table, *, order=None, title: str = ""):
     """Table 1 as a figure: per-muscle Dice of this run next to the paper's and the interobserver value.
 
@@ -166,8 +178,8 @@ def dice_figure(rows, table, *, order=None, title: str = ""):
     table : sequence of mapping
         ``evaluation.table1`` output for the same rows.
     order : sequence of str, optional
-        Muscle keys from top to bottom (e.g. ``evaluation.muscles_by_volume``); default
-        Table-1 order.
+        Muscle keys from top to bottom (e.g. ``evaluation.muscles_by_volume``); default the
+        muscles of ``table`` in Table-1 order.
     title : str, optional
 
     Returns
@@ -178,10 +190,11 @@ def dice_figure(rows, table, *, order=None, title: str = ""):
         tick). Muscle names reaching the interobserver value in this run are green. NaN Dice
         values are left out of the dots and counted in the x-axis label. Where ``table`` has a
         finite ``one_voxel_margin_dice``, a grey tick marks it: the Dice of a boundary one
-        in-plane voxel too far out.
+        in-plane voxel too far out. Muscles ``table`` lacks (absent from the cohort's test
+        labels) are named under the figure.
     """
     by_key = {r["muscle"]: r for r in table}
-    order = list(order) if order is not None else [m.key for m in anatomy.MUSCLES]
+    order = list(order) if order is not None else [m.key for m in anatomy.MUSCLES if m.key in by_key]
     unknown = [k for k in order if k not in by_key]
     if unknown:
         raise ValueError(f"order names muscles not in table: {unknown}")
@@ -226,6 +239,7 @@ def dice_figure(rows, table, *, order=None, title: str = ""):
         ax.set_title(title, fontsize=10, pad=34)
     sns.despine(fig)
     fig.tight_layout()
+    _absent_caption(fig, [m.key for m in anatomy.MUSCLES if m.key not in by_key])
     return fig
 
 
@@ -267,7 +281,8 @@ def volume_msd_figure(rows, summary, *, title: str = ""):
         (a) absolute percentage volume error and (b) MSD over all regions and test cases, with
         this run's mean, the paper's mean and the threshold; (c) Dice vs MSD per region and
         case in muscle colours with Pearson r and Spearman rho. NaN values are counted, not
-        shown.
+        shown. The muscles ``summary`` lists as absent (``muscles_absent``) are named under
+        the figure.
     """
     vol, msd = _finite(rows, "volume_error_abs_pct"), _finite(rows, "msd_mm")
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
@@ -295,6 +310,7 @@ def volume_msd_figure(rows, summary, *, title: str = ""):
         fig.suptitle(title, fontsize=11)
     sns.despine(fig)
     fig.tight_layout()
+    _absent_caption(fig, summary.get("muscles_absent"))
     return fig
 
 

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import io
+from .. import anatomy, io
 from .claim_inputs import bootstrap_interval
+from .claims import NOT_TESTABLE, VERDICTS
+from .evaluation import is_labelled
 
 __all__ = ["mean_dice_interval", "study_machines", "study_summary"]
 
@@ -23,7 +25,8 @@ def mean_dice_interval(rows: list[dict], stage: str, *, confidence: float = 0.95
     Parameters
     ----------
     rows : list of dict
-        Per-region rows of ``llseg evaluate`` (keys ``stage``, ``case``, ``dice``).
+        Per-region rows of ``llseg evaluate`` (keys ``stage``, ``case``, ``dice``); rows of
+        regions a case does not label (``evaluation.is_labelled``) are left out.
     stage : str
         ``"stage1"`` or ``"stage2"``.
     confidence, n_resamples, seed
@@ -38,7 +41,7 @@ def mean_dice_interval(rows: list[dict], stage: str, *, confidence: float = 0.95
     """
     per_case: dict[str, list[float]] = {}
     for r in rows:
-        if r["stage"] == stage and np.isfinite(r["dice"]):
+        if r["stage"] == stage and is_labelled(r) and np.isfinite(r["dice"]):
             per_case.setdefault(r["case"], []).append(float(r["dice"]))
     means = np.array([np.mean(v) for v in per_case.values()])
     if len(means) < 2:
@@ -83,7 +86,8 @@ def study_summary(metrics_dir, table, models_dir, *, elapsed_s: float | None = N
     Parameters
     ----------
     metrics_dir : str or Path
-        The study's ``metrics/`` folder (``evaluation.json``, ``claims.json``, ``cascade.json``).
+        The study's ``metrics/`` folder (``claims.json``, ``cascade.json``; ``evaluation.json``,
+        when present, names the muscles absent from the test labels).
     table : str or Path
         ``reports/tables/metrics_per_region.csv``.
     models_dir : str or Path
@@ -105,7 +109,15 @@ def study_summary(metrics_dir, table, models_dir, *, elapsed_s: float | None = N
         mean, low, high, n = mean_dice_interval(rows, stage)
         lines.append(f"  mean Dice, {label}: {mean:.3f} (95% CI {low:.3f}-{high:.3f} over {n} test cases)")
     verdicts = Counter(c["verdict"] for c in claims["claims"])
-    lines.append(f"  paper claims ({len(claims['claims'])}): " + ", ".join(f"{n} {v}" for v, n in verdicts.most_common()))
+    lines.append(f"  paper claims ({len(claims['claims'])}): " + ", ".join(
+        f"{verdicts[v]} {v}" for v in VERDICTS if verdicts[v] or v == NOT_TESTABLE))
+    evaluation = metrics_dir / "evaluation.json"
+    absent = io.read_json(evaluation).get("muscles_absent") if evaluation.exists() else None
+    if absent:  # a cohort lacking muscles: say which, and why claims are not testable
+        n_all = anatomy.N_MUSCLES
+        lines.append(f"  muscles: {n_all - len(absent)} of {n_all} in the test labels; absent: {', '.join(absent[:3])}"
+                     f"{f' and {len(absent) - 3} more' if len(absent) > 3 else ''}")
+        lines.append("           (claims that need them are not testable here: reports/claims.md gives each reason)")
     lines.append(f"  segmentation: {cascade['mean_seconds_per_case']:.1f} s per test case")
     lines += [f"  machine: {m}" for m in study_machines(models_dir, cascade)]
     lines += ["  report:  reports/claims.md (claim by claim), reports/notebooks/ (executed notebooks)",

@@ -24,7 +24,8 @@ from ..export import region_volumes_ml
 from .slices import (AXIS_NAMES, NORMAL_AXIS, STAGE1_STYLE, TTA_STYLE, VIEWS, check_index, check_region, display_slice,
                      plane_geometry, render_slice)
 
-__all__ = ["VIEWS", "display_slice", "render_slice", "static_views", "slice_viewer", "SliceViewer"]
+__all__ = ["VIEWS", "display_slice", "render_slice", "static_views", "slice_viewer", "SliceViewer", "focus_region",
+           "labelled_regions_line"]
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,9 @@ class SliceViewer:
     controls : dict of str -> ipywidgets.Widget
         ``"view"`` (ToggleButtons axial/coronal/sagittal), ``"x"``, ``"y"``, ``"z"``
         (IntSlider per axis), ``"window"``, ``"level"`` (FloatSlider), ``"alpha"``
-        (FloatSlider, overlay opacity), ``"region"`` (Dropdown: "all" = 0, then the 70
-        regions, right and left of each muscle in Table-1 order), ``"source"``
+        (FloatSlider, overlay opacity), ``"region"`` (Dropdown: "all" = 0, then the regions
+        present in a label map or with a box, right and left of each muscle in Table-1 order;
+        all 70 without any label map), ``"source"``
         (ToggleButtons: "ground truth" and the prediction names).
     image_widget : ipywidgets.Image
         The rendered slice as PNG bytes.
@@ -242,8 +244,11 @@ class SliceViewer:
         span = max(hi - lo, window, 1e-6)
         slider = {"continuous_update": False, "style": {"description_width": "initial"}}
         source_names = list(self.sources) or ["none"]
+        shown = {k for v in self.volumes_ml.values() for k in np.flatnonzero(v[1:] > 0) + 1}
+        shown |= set(self.boxes) | {k for k, b in self.tta_boxes.items() if b}  # a partial cohort: present ones only
         region_options = [("all", 0)] + [(anatomy.region_name(label), label)
-                                         for m in anatomy.MUSCLES for label in (m.right_label, m.left_label)]
+                                         for m in anatomy.MUSCLES for label in (m.right_label, m.left_label)
+                                         if label in shown or not self.sources]
         self.controls = {
             "view": widgets.ToggleButtons(options=list(VIEWS), value="axial", description="view"),
             **{a: widgets.IntSlider(value=n // 2, min=0, max=n - 1, description=f"{a} (voxel)", **slider)
@@ -421,3 +426,65 @@ def slice_viewer(image, labels=None, *, spacing_mm, predictions=None, boxes=None
     """
     return SliceViewer(image, labels, spacing_mm=spacing_mm, predictions=predictions, boxes=boxes,
                        tta_boxes=tta_boxes, title=title)
+
+
+# --------------------------------------------------------------------------- which region to show
+
+
+def _present(labels) -> set[int]:
+    """The region ids (1..70) a checked 3-D label map holds."""
+    labels = _validate.label_map(_validate.volume(labels, "labels"), "labels", valid=anatomy.REGIONS)
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=anatomy.N_REGIONS + 1)
+    return {int(k) for k in np.flatnonzero(counts[1:]) + 1}
+
+
+def focus_region(labels, muscle: str) -> tuple[int, str]:
+    """The region to show first: ``muscle`` on the right leg, or the closest labelled stand-in.
+
+    Parameters
+    ----------
+    labels : (X, Y, Z) ndarray of int
+        Ground-truth label map (ids 0..70).
+    muscle : str
+        Muscle key or Table-1 name (``llseg.anatomy.muscle``).
+
+    Returns
+    -------
+    label : int
+        The right region of ``muscle`` if ``labels`` holds it, else its left region, else the
+        first labelled region in Table-1 order (right before left); the right region when
+        nothing is labelled.
+    note : str
+        "" when the right region of ``muscle`` is shown, else one sentence saying what is shown
+        instead and why (a partial label map).
+
+    Raises
+    ------
+    KeyError
+        Unknown muscle.
+    ValueError, TypeError
+        ``labels`` is not a 3-D integer label map with ids 0..70.
+    """
+    m = anatomy.muscle(muscle)
+    present = _present(labels)
+    if m.right_label in present:
+        return m.right_label, ""
+    order = [m.left_label] + [k for mm in anatomy.MUSCLES for k in (mm.right_label, mm.left_label)]
+    label = next((k for k in order if k in present), None)
+    if label is None:
+        return m.right_label, f"{anatomy.region_name(m.right_label)} is shown, but this label map holds no region."
+    return int(label), (f"{anatomy.region_name(m.right_label)} is not labelled on this case; showing "
+                        f"{anatomy.region_name(label)} instead.")
+
+
+def labelled_regions_line(labels) -> str:
+    """One line on a label map's regions: ``"70 of 70 regions labelled"``, or for a partial label map
+    ``"15 of 70 regions labelled; not labelled: 27 muscles on both sides, 1 on the left only"``
+    (raises as :func:`focus_region` for a bad label map)."""
+    present = _present(labels)
+    line = f"{len(present)} of {anatomy.N_REGIONS} regions labelled"
+    missing = [(m.right_label not in present, m.left_label not in present) for m in anatomy.MUSCLES]
+    parts = [f"{n} {what}" for n, what in ((sum(r and l for r, l in missing), "muscles on both sides"),
+                                          (sum(r and not l for r, l in missing), "on the right only"),
+                                          (sum(l and not r for r, l in missing), "on the left only")) if n]
+    return line + (f"; not labelled: {', '.join(parts)}" if parts else "")
