@@ -74,6 +74,7 @@ def parse_coverage(value) -> tuple[float, float]:
     ValueError
         An unknown name, an unparsable string or fractions out of order or range.
     """
+    given = value
     if isinstance(value, str):
         if value in COVERAGE_PRESETS:
             return COVERAGE_PRESETS[value]
@@ -85,9 +86,9 @@ def parse_coverage(value) -> tuple[float, float]:
     try:
         top, bottom = (float(v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"coverage {value!r}: expected two fractions (top, bottom)") from None
+        raise ValueError(f"coverage {given!r}: expected two fractions (top, bottom)") from None
     if not 0.0 <= top < bottom <= 1.0:
-        raise ValueError(f"coverage {value!r}: fractions must satisfy 0 <= top < bottom <= 1 "
+        raise ValueError(f"coverage {given!r}: fractions must satisfy 0 <= top < bottom <= 1 "
                          "(0 = T12, 1 = ankle)")
     return top, bottom
 
@@ -123,6 +124,8 @@ def coverage_from_labels(labels, spacing_z_mm: float) -> tuple[float, float]:
     map with one muscle still gives an answer.
     """
     labels = np.asarray(labels)
+    if not float(spacing_z_mm) > 0:
+        raise ValueError(f"coverage_from_labels: spacing_z_mm must be > 0, got {spacing_z_mm!r}")
     n = labels.shape[2]
     objects = ndi.find_objects(labels.astype(np.int32, copy=False), max_label=anatomy.N_REGIONS)
     z_of, u_of = [], []
@@ -209,7 +212,7 @@ def part_ranges_in_view(coverage, part_ranges: Mapping[str, tuple[float, float]]
     out = {}
     for part, (p_top, p_bottom) in part_ranges.items():
         lo, hi = max(p_top, top), min(p_bottom, bottom)
-        if hi - lo >= _MIN_PART_OVERLAP or (top, bottom) == WHOLE:
+        if hi - lo >= _MIN_PART_OVERLAP - 1e-9 or (top, bottom) == WHOLE:
             out[part] = ((lo - top) / length, (hi - top) / length)
     return out
 

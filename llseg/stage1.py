@@ -361,7 +361,9 @@ def make_sampler(images: Sequence[np.ndarray], label_maps: Sequence[np.ndarray],
         low_labels[i] = np.pad(lab, pads, mode="edge")
     logger.info("stage-1 group %d: %d cases, part %s, low-resolution input %s", group, len(low_images),
                 anatomy.GROUPS[group][1], tuple(int(c) for c in common))
-    return _GroupSampler(low_images, low_labels, group, class_mirror(group, regions), augment_kwargs)
+    flips = augment_kwargs.get("flip_lr", True)
+    mirror = class_mirror(group, regions) if flips else np.arange(len(class_labels(group, regions)))
+    return _GroupSampler(low_images, low_labels, group, mirror, augment_kwargs)
 
 
 def _ranges_per_case(part_ranges, n_cases: int) -> list:
