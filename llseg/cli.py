@@ -115,12 +115,78 @@ def apply_profile(params_path, name: str) -> list[str]:
     return changed
 
 
+def set_study_networks(params_path, stage1_groups, stage2_muscles) -> list[str]:
+    """Write the networks a cohort trains into params.yaml (``stage1_groups``, ``stage2_muscles``
+    keeping existing per-muscle overrides); point ``ablation.muscle`` and ``two_stages.muscle`` at
+    a trained muscle when theirs is not (the smallest by reference volume). Keeps comments and
+    order; returns what changed."""
+    from ruamel.yaml import YAML
+
+    from . import anatomy, io
+
+    load_params(params_path)
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    params_path = Path(params_path)
+    with open(params_path) as fh:
+        doc = yaml.load(fh)
+    changed = []
+    if list(doc["stage1_groups"]) != list(stage1_groups):
+        doc["stage1_groups"] = copy.deepcopy(doc["stage1_groups"])
+        doc["stage1_groups"].clear()
+        doc["stage1_groups"].extend(stage1_groups)
+        changed.append("stage1_groups")
+    old = doc["stage2_muscles"]
+    if list(old) != list(stage2_muscles):
+        for key in [k for k in old if k not in stage2_muscles]:
+            del old[key]
+        for key in stage2_muscles:
+            if key not in old:
+                old[key] = {"iterations_factor": 1.0}
+        changed.append("stage2_muscles")
+    smallest = min(stage2_muscles, key=lambda k: anatomy.muscle(k).volume_ml)
+    for section_name in ("ablation", "two_stages"):
+        if doc[section_name]["muscle"] not in stage2_muscles:
+            doc[section_name]["muscle"] = smallest
+            changed.append(f"{section_name}.muscle")
+    with io.atomic_path(params_path) as tmp:
+        with open(tmp, "w") as fh:
+            yaml.dump(doc, fh)
+    return changed
+
+
 # ----------------------------------------------------------------------------- commands
 
 def cmd_profile(args) -> int:
     changed = apply_profile(args.params, args.name)
     print(f"{args.params}: profile set to '{args.name}' ({len(changed)} value(s) changed"
           f"{': ' + ', '.join(changed) if changed else ''})")
+    return 0
+
+
+def cmd_cohort_params(args) -> int:
+    from . import cohort
+
+    params = load_params(args.params)
+    split = section(params, "split", args.params)
+    results = cohort.check_cohort(args.data)
+    bad = [r for r in results if not r["ok"]]
+    if bad:
+        raise ValueError(f"{args.data}: {len(bad)} case(s) with problems (first: {bad[0]['case']}: "
+                         f"{bad[0]['problems'][0]}); run `llseg check {args.data}` and fix them first")
+    present = {r["case"]: r["regions_present"] for r in results}
+    train = cohort.split_cases(sorted(present), test_fraction=float(split["test_fraction"]),
+                               seed=int(split["seed"]))["train"]
+    trainable = cohort.regions_by_training_cases(present, train, min_training_cases=args.min_training_cases)
+    if trainable["problems"]:
+        raise ValueError(f"{args.data}: " + "; ".join(trainable["problems"]))
+    nets = cohort.trainable_networks(trainable)
+    if not nets["stage2_muscles"]:
+        raise ValueError(f"{args.data}: no muscle is labelled in {args.min_training_cases} training cases")
+    changed = set_study_networks(args.params, nets["stage1_groups"], nets["stage2_muscles"])
+    print(f"{args.params}: {len(nets['stage1_groups'])} stage-1 group(s) ({', '.join(nets['stage1_groups'])}), "
+          f"{len(nets['stage2_muscles'])} muscle(s): {', '.join(nets['stage2_muscles'])}"
+          f"{'; changed ' + ', '.join(changed) if changed else '; unchanged'}")
     return 0
 
 
@@ -308,9 +374,11 @@ def _inference_kwargs(params) -> dict:
 def cmd_predict(args) -> int:
     from . import pipeline
 
+    params = load_params(args.params)
     summary = pipeline.predict_cases(args.preprocessed, args.models, args.out, metrics_path=args.metrics,
                                      tables_dir=args.tables, progress=not args.quiet,
-                                     **_inference_kwargs(load_params(args.params)))
+                                     stage1_groups=[int(g) for g in params["stage1_groups"]],
+                                     stage2_muscles=list(params["stage2_muscles"]), **_inference_kwargs(params))
     print(f"{args.out}: {summary['n_test_cases']} test case(s); {summary['mean_seconds_per_case']:.1f} s per case "
           f"(Dice: llseg evaluate)")
     return 0
@@ -457,6 +525,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("profile", cmd_profile, "Switch params.yaml to a profile (smoke, cpu, paper).", "llseg profile smoke")
     sp.add_argument("name", choices=PROFILES)
     sp.add_argument("--params", default="params.yaml")
+
+    sp = add("cohort-params", cmd_cohort_params, "Set params.yaml's stage1_groups and stage2_muscles to the "
+             "networks a cohort can train (its labelled muscles), so dvc repro trains and runs only those.",
+             "llseg cohort-params data")
+    sp.add_argument("data")
+    sp.add_argument("--params", default="params.yaml")
+    sp.add_argument("--min-training-cases", type=int, default=2, help="training cases a region must be labelled "
+                    "in (as llseg check; default 2)")
 
     sp = add("phantom", cmd_phantom, "Generate the digital phantom cohort from params.yaml's 'phantom' section.",
              "llseg phantom --out data")

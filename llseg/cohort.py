@@ -41,6 +41,7 @@ __all__ = [
     "describe_regions",
     "describe_training",
     "regions_by_training_cases",
+    "trainable_networks",
 ]
 
 log = logging.getLogger(__name__)
@@ -354,3 +355,17 @@ def check_cohort(root, *, require_labels: bool = True) -> list[dict]:
                 results.append({"case": case, "ok": False, "problems": [
                     f"{p}: label map without an image (no {Path(root) / IMAGES / case}.nii.gz or .nii)"]})
     return results
+
+
+def trainable_networks(trainable: Mapping) -> dict:
+    """The stage-1 groups and stage-2 muscles a cohort can train, from :func:`regions_by_training_cases`.
+
+    Returns
+    -------
+    dict
+        ``stage1_groups``: two-digit group ids ("01".."10") holding a trainable muscle;
+        ``stage2_muscles``: trainable muscle keys, Table-1 order.
+    """
+    keys = [m.key for m in anatomy.MUSCLES if m.key in set(trainable["muscles_trained"])]
+    groups = sorted({anatomy.muscle(k).group for k in keys})
+    return {"stage1_groups": [f"{g:02d}" for g in groups], "stage2_muscles": keys}

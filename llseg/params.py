@@ -254,6 +254,7 @@ class Params(BaseModel):
     preprocess: Preprocess
     bias_figure: BiasFigure
     augment: Augment
+    stage1_groups: Annotated[list[str], Field(min_length=1)]
     stage1: Stage1
     stage2: Stage2
     stage2_muscles: dict[str, MuscleOverride | None]
@@ -271,6 +272,15 @@ class Params(BaseModel):
         unknown = sorted(set(v) - set(PROFILES))
         if unknown:
             raise ValueError(f"unknown profile(s) {unknown}; expected {', '.join(PROFILES)}")
+        return v
+
+    @field_validator("stage1_groups")
+    @classmethod
+    def _known_groups(cls, v):
+        want = [f"{g:02d}" for g in range(1, 11)]
+        bad = [g for g in v if g not in want]
+        if bad or len(set(v)) != len(v):
+            raise ValueError(f"expected distinct two-digit groups among {want}, got {v}")
         return v
 
     @field_validator("stage2_muscles")

@@ -303,18 +303,21 @@ def check_models_folder(models_dir) -> Path:
     return root
 
 
-def load_cascade(models_dir):
+def load_cascade(models_dir, *, groups=None, muscles=None):
     """The trained cascade under ``models_dir``: ``(stage1 models {group: model}, stage2 models
     {muscle key: model}, box priors, stage-1 training record)``.
 
     The stage-1 record gains ``regions_by_group`` ({group: regions}, for groups trained on some
-    of their regions only). Groups and muscles without a network are left out (logged).
+    of their regions only). Groups and muscles without a network are left out (logged);
+    ``groups`` (ints) and ``muscles`` (keys), when given, are the networks to load (the study's
+    ``stage1_groups`` / ``stage2_muscles``: files left from another cohort are ignored).
     """
     from . import anatomy
 
     root = check_models_folder(models_dir)
-    groups = _trained(root / "stage1", [f"group_{g:02d}" for g in anatomy.GROUPS])
-    keys = _trained(root / "stage2", [m.key for m in anatomy.MUSCLES])
+    groups = (_trained(root / "stage1", [f"group_{g:02d}" for g in anatomy.GROUPS]) if groups is None
+              else [f"group_{int(g):02d}" for g in groups])
+    keys = _trained(root / "stage2", [m.key for m in anatomy.MUSCLES]) if muscles is None else list(muscles)
     s1 = {int(g[-2:]): io.load_model(root / "stage1" / f"{g}.keras") for g in groups}
     records = {g: io.read_json(root / "stage1" / f"group_{g:02d}.json") for g in s1}
     record1 = dict(records[min(records)])
@@ -358,7 +361,8 @@ def _timing_table(summary: dict) -> str:
 
 
 def predict_cases(preprocessed, models_dir, out_dir, *, metrics_path, tables_dir, n_tta_boxes: int, ratio_range,
-                  seed: int, threshold: float, closing_radius_vox, progress: bool = True) -> dict:
+                  seed: int, threshold: float, closing_radius_vox, stage1_groups=None, stage2_muscles=None,
+                  progress: bool = True) -> dict:
     """Segment every test case with the cascade (paper Fig. 1) and time it (section 2.2.3).
 
     Writes, under ``out_dir``: ``study/<case>_stage1.nii.gz``, ``study/<case>_stage2.nii.gz``
@@ -379,7 +383,7 @@ def predict_cases(preprocessed, models_dir, out_dir, *, metrics_path, tables_dir
     manifest, cases, images, test_labels = load_split(preprocessed, "test")
     coverages = scan_coverages(test_labels, float(manifest["spacing_mm"][2]))   # whole leg, or from the labels
     del test_labels
-    s1, s2, priors, record1 = load_cascade(models_dir)
+    s1, s2, priors, record1 = load_cascade(models_dir, groups=stage1_groups, muscles=stage2_muscles)
     kwargs = _cascade_kwargs(record1, priors, n_tta_boxes=n_tta_boxes, ratio_range=ratio_range, seed=seed,
                              threshold=threshold, closing_radius_vox=closing_radius_vox)
     out = Path(out_dir)

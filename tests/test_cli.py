@@ -155,7 +155,7 @@ def fake_cascade(monkeypatch):
 
     def run_stage1(models, image, **kwargs):
         lab = (np.arange(image.size) % 71).reshape(image.shape).astype(np.uint8)
-        return {"labels": lab, "boxes": {}, "estimated": {}, "seconds_per_group": {1: 0.1}}
+        return {"labels": lab, "boxes": {}, "estimated": {}, "absent": {}, "seconds_per_group": {1: 0.1}}
 
     def run_stage2(models, image, boxes, **kwargs):
         lab = (np.arange(image.size) % 71).reshape(image.shape).astype(np.uint8)
@@ -174,7 +174,8 @@ def fake_cascade(monkeypatch):
         with real_atomic(path) as tmp:
             yield tmp
 
-    monkeypatch.setattr(pipeline, "load_cascade", lambda models: (None, None, {}, {"part_ranges": {}, "factor": [1, 1, 1]}))
+    monkeypatch.setattr(pipeline, "check_models_folder", lambda models: Path(models))
+    monkeypatch.setattr(pipeline, "load_cascade", lambda models, **kw: (None, None, {}, {"part_ranges": {}, "factor": [1, 1, 1]}))
     monkeypatch.setattr(cascade, "run_stage1", run_stage1)
     monkeypatch.setattr(cascade, "run_stage2", run_stage2)
     monkeypatch.setattr(cascade, "run_cascade", run_cascade)
@@ -208,7 +209,8 @@ def test_segment_writes_slicer_and_itksnap_tables_beside_the_label_map(tmp_path,
     io.save_nifti(tmp_path / "scan.nii.gz", image, affine)
     out_dir = tmp_path / "out"
     rc = cli.main(["segment", str(tmp_path / "scan.nii.gz"), "-o", str(out_dir / "scan_muscles.nii.gz"),
-                   "--models", str(tmp_path / "models"), "--params", str(_tables_params(tmp_path))])
+                   "--models", str(tmp_path / "models"), "--params", str(_tables_params(tmp_path)),
+                   "--coverage", "whole"])                              # a 60 mm test scan, declared whole-leg
     assert rc == 0, capsys.readouterr().err
     assert sorted(p.name for p in out_dir.iterdir()) == [
         "scan_muscles.ctbl", "scan_muscles.nii.gz", "scan_muscles_contours.json", "scan_muscles_itksnap.txt",

@@ -40,7 +40,7 @@ def fake_cascade(monkeypatch):
     """No trained networks: every study-grid voxel gets label ``flat index % 71``."""
     def run_stage1(models, image, **kwargs):
         lab = (np.arange(image.size) % 71).reshape(image.shape).astype(np.uint8)
-        return {"labels": lab, "boxes": {2: np.array([[0, 4], [0, 4], [0, 4]])}, "estimated": {37: 2},
+        return {"labels": lab, "boxes": {2: np.array([[0, 4], [0, 4], [0, 4]])}, "estimated": {37: 2}, "absent": {},
                 "seconds_per_group": {1: 0.1, 2: 0.3}}
 
     def run_stage2(models, image, boxes, **kwargs):
@@ -51,7 +51,8 @@ def fake_cascade(monkeypatch):
         first = run_stage1(s1, image)
         return {"labels": first["labels"], "seconds": 1.0, "stage1": first, "stage2": run_stage2(s2, image, {})}
 
-    monkeypatch.setattr(pipeline, "load_cascade", lambda models: (None, None, {}, {"part_ranges": {}, "factor": [1, 1, 1]}))
+    monkeypatch.setattr(pipeline, "check_models_folder", lambda models: Path(models))
+    monkeypatch.setattr(pipeline, "load_cascade", lambda models, **kw: (None, None, {}, {"part_ranges": {}, "factor": [1, 1, 1]}))
     monkeypatch.setattr(cascade, "run_stage1", run_stage1)
     monkeypatch.setattr(cascade, "run_stage2", run_stage2)
     monkeypatch.setattr(cascade, "run_cascade", run_cascade)
@@ -145,7 +146,8 @@ def test_predict_cases_writes_labels_timings_and_no_dice(preprocessed, lps_cohor
 def test_segment_scan_writes_the_label_map_and_its_tables(lps_cohort, fake_cascade, tmp_path, capsys):
     image = lps_cohort / "images" / "a.nii.gz"
     out = tmp_path / "seg" / "a_muscles.nii.gz"
-    found = pipeline.segment_scan(image, out, tmp_path / "models", **GRID, **INFERENCE, progress=False)
+    found = pipeline.segment_scan(image, out, tmp_path / "models", **GRID, **INFERENCE, progress=False,
+                                  scan_coverage="whole")                # a 60 mm test scan, declared whole-leg
     assert found["n_regions"] == anatomy.N_REGIONS
     assert found["seconds_stage1"] == pytest.approx(0.4) and found["seconds_stage2"] == pytest.approx(0.25)
     assert sorted(p.name for p in out.parent.iterdir()) == [
@@ -191,6 +193,10 @@ def test_train_stage1_group_writes_the_model_and_its_record(preprocessed, tmp_pa
         validate_every=1000, augment_kwargs={"max_rotation_deg": 0.0, "max_shear": 0.0, "flip_lr": False},
         live_dir=tmp_path / "live", progress=False)
     record = io.read_json(out.with_suffix(".json"))
-    assert set(record) == set(json.loads((ROOT / "models" / "stage1" / "group_01.json").read_text())) | {"environment"}
+    # the test case labels some of the group's muscles: the record says which regions it learned
+    assert set(record) == set(json.loads((ROOT / "models" / "stage1" / "group_01.json").read_text())) | {
+        "environment", "regions"}
+    assert set(record["regions"]) < set(anatomy.group_labels(group))
+    assert anatomy.label_id("adductor_longus", "right") in record["regions"]
     assert record["group"] == group and record["factor"] == [2.0, 2.0, 1.0] and record["iterations"] == 2
     assert out.stat().st_size > 0 and (tmp_path / "live" / f"group_{group:02d}").is_dir()
