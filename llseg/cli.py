@@ -137,7 +137,7 @@ def set_study_networks(params_path, stage1_groups, stage2_muscles) -> list[str]:
         doc["stage1_groups"].extend(stage1_groups)
         changed.append("stage1_groups")
     old = doc["stage2_muscles"]
-    if list(old) != list(stage2_muscles):
+    if set(old) != set(stage2_muscles):
         for key in [k for k in old if k not in stage2_muscles]:
             del old[key]
         for key in stage2_muscles:
