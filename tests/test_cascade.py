@@ -630,3 +630,38 @@ def test_dvc_repro_smoke_study_in_a_clone(tmp_path):
     assert sorted(p.name for p in (clone / "data" / "images").iterdir()) == [
         f"phantom_{i:03d}.nii.gz" for i in range(SHRINK[("phantom", "n_subjects")])]
     print(f"\n  dvc repro smoke study in a clone: {time.perf_counter() - t0:.0f} s")
+
+
+def test_segment_a_thigh_cut_in_lps_reports_no_region_outside_the_view(study, model_cache, tmp_path, capsys):
+    """A test case cut to its hip-to-knee stretch and stored in LPS: refused without --coverage (too short for
+    a whole leg); with --coverage thigh, no region of a muscle outside the thigh in the label map, and the
+    volumes CSV says "not in field of view" (empty volume) for the calf and pelvic muscles."""
+    from llseg import coverage
+    from llseg.phantom import cuts
+    from llseg.phantom.subject import Subject
+
+    case = study["test_cases"][0]
+    img = nib.as_closest_canonical(nib.load(str(study["data"] / "images" / f"{case}.nii.gz")))
+    lab = nib.as_closest_canonical(nib.load(str(study["data"] / "labels" / f"{case}.nii.gz")))
+    subject = Subject(**io.read_json(study["data"] / "subjects" / f"{case}.json")["subject"])
+    cut, _ = cuts.cut_case(img, lab, subject, coverage.COVERAGE_PRESETS["thigh"])
+    image = tmp_path / "thigh.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(cut.dataobj, np.float32), cut.affine), str(image))
+    reorient_file(image, np.array([[0, -1], [1, -1], [2, 1]]))              # stored as LPS
+    assert nib.aff2axcodes(nib.load(str(image)).affine) == ("L", "P", "S")
+    args = ["segment", str(image), "-o", str(tmp_path / "out" / "thigh_seg.nii.gz"), "--models", str(study["models"]),
+            "--params", str(study["params"]), "-q"]
+    capsys.readouterr()
+    assert cli.main(args) == 1
+    assert "shorter than a whole leg" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+    assert cli.main([*args, "--coverage", "thigh"]) == 0, capsys.readouterr().err
+    assert "not in field of view" in capsys.readouterr().out
+    labels = io.load_labels(tmp_path / "out" / "thigh_seg.nii.gz").data
+    in_view = set(coverage.regions_in_view("thigh"))
+    assert set(np.unique(labels).tolist()) - {0} <= in_view
+    rows = {r["muscle"]: r for r in csv.DictReader(open(tmp_path / "out" / "thigh_seg_volumes.csv"))}
+    for key in ("soleus", "gluteus_medius", "tibialis_anterior"):
+        assert rows[key]["right_status"] == rows[key]["left_status"] == "not in field of view", rows[key]
+        assert rows[key]["right_ml"] == rows[key]["left_ml"] == "", rows[key]
