@@ -43,6 +43,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cases", type=int, default=0, help="first N test cases only (default all)")
     ap.add_argument("--json", help="write the per-case results here")
+    ap.add_argument("--cut-padding", default="edge", choices=coverage.CUT_PADDING_MODES,
+                    help="llseg segment --cut-padding (default edge)")
     args = ap.parse_args()
 
     params = load_params(ROOT / "params.yaml")
@@ -64,7 +66,8 @@ def main() -> int:
                 nib.save(img_cut, path)
                 t0 = time.perf_counter()
                 found = pipeline.segment_scan(path, tmp / f"{case}_{name}_seg.nii.gz", ROOT / "models", progress=False,
-                                              scan_coverage=name, **_preprocess_kwargs(section(params, "preprocess")),
+                                              scan_coverage=name, cut_padding=args.cut_padding,
+                                              **_preprocess_kwargs(section(params, "preprocess")),
                                               **_inference_kwargs(params))
                 seconds = time.perf_counter() - t0
                 seg = np.asarray(nib.load(tmp / f"{case}_{name}_seg.nii.gz").dataobj)
@@ -113,7 +116,7 @@ def main() -> int:
         for key, (c, w) in sorted(per.items(), key=lambda kv: anatomy.muscle(kv[0]).index):
             print(f"  {key:26s} {np.mean(c):.3f} / {np.mean(w):.3f}  (n={len(c)})")
     if args.json:
-        io.write_json(args.json, {"summary": summary, "cases": results})
+        io.write_json(args.json, {"cut_padding": args.cut_padding, "summary": summary, "cases": results})
     return 0
 
 

@@ -420,7 +420,7 @@ def cmd_segment(args) -> int:
     guards.check_memory(scan, section(params, "preprocess", args.params)["spacing_mm"])
     with guards.atomic_files(outputs) as staged:
         found = pipeline.segment_scan(scan, staged[outputs[0]], args.models, progress=not args.quiet,
-                                      scan_coverage=args.coverage,
+                                      scan_coverage=args.coverage, cut_padding=args.cut_padding,
                                       **_preprocess_kwargs(section(params, "preprocess", args.params)),
                                       **_inference_kwargs(params))
     print(f"{args.output}: {found['n_regions']} regions; preprocessing {found['seconds_preprocess']:.1f} s, stage 1 "
@@ -655,6 +655,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "knee joint), calf (knee to ankle joint), or TOP:BOTTOM fractions of the T12 (0) to ankle (1) "
                     "span; default: whole leg, required for a scan shorter than 800 mm. Muscles outside it are "
                     "reported absent ('not in field of view' in the volumes CSV)")
+    sp.add_argument("--cut-padding", choices=("edge", "reflect", "none"), default="edge",
+                    help="on a partial scan, how the networks see a body part or muscle cut by the scan's ends: "
+                    "filled in past the ends by repeating the end slice (edge, default) or mirroring (reflect), "
+                    "or cut as it is (none); models trained on partial scans are never padded")
 
     sp = add("import-labels", cmd_import_labels, "Renumber a folder of label maps from another convention into "
              "llseg's ids (0, 1..70) with a mapping file; all files or none are written.",

@@ -9,7 +9,10 @@ and ``anatomy.LANDMARKS``. From it follow:
 - the body parts in view and where they lie in the scan (:func:`part_ranges_in_view`): for a
   whole-leg scan, ``(0, 1)``, exactly the paper's fixed split;
 - the muscles in view (:func:`regions_in_view`): a muscle outside is reported absent and never
-  gets a box estimated from its neighbours.
+  gets a box estimated from its neighbours;
+- where a body part or a muscle reaches past the scan's ends (:func:`slices_of_extent`): whole-leg
+  networks see a cut part or muscle at its trained extent, the rest filled in
+  (``llseg.cascade``, ``cut_padding``).
 
 Where the coverage comes from (:func:`coverage_of_scan`): a scan at least
 ``WHOLE_LEG_MIN_MM`` long is a whole-leg scan; a shorter one takes its coverage from its label
@@ -37,6 +40,8 @@ __all__ = [
     "part_ranges_in_view",
     "regions_in_view",
     "regions_inside_view",
+    "slices_of_extent",
+    "CUT_PADDING_MODES",
 ]
 
 #: The whole T12-to-ankle span.
@@ -56,6 +61,10 @@ COVERAGE_PRESETS: dict[str, tuple[float, float]] = {
     "thigh": (anatomy.LANDMARKS["hip_joint"], anatomy.LANDMARKS["knee_joint"]),
     "calf": (anatomy.LANDMARKS["knee_joint"], anatomy.LANDMARKS["ankle_joint"]),
 }
+
+#: How a partial scan is extended past its cut ends for the networks (``llseg.cascade``):
+#: ``numpy.pad`` modes, or ``"none"`` to show the networks the cut scan as it is.
+CUT_PADDING_MODES = ("edge", "reflect", "none")
 
 #: A body part is run by stage 1 when at least this share of the span of it is in view.
 _MIN_PART_OVERLAP = 0.05
@@ -235,3 +244,26 @@ def regions_inside_view(coverage) -> tuple[int, ...]:
     return tuple(sorted(lab for lab in anatomy.REGIONS
                         if top <= anatomy.muscle_of_label(lab).si_extent[0]
                         and anatomy.muscle_of_label(lab).si_extent[1] <= bottom))
+
+
+def slices_of_extent(coverage, extent, n_slices: int) -> tuple[float, float]:
+    """Where a stretch of the T12-to-ankle span lies along a scan's Z axis, also past its ends.
+
+    Parameters
+    ----------
+    coverage : (float, float)
+        The scan's ``(top, bottom)`` on the span.
+    extent : (float, float)
+        The stretch ``(top, bottom)`` on the span (a body part, ``anatomy.Muscle.si_extent``).
+    n_slices : int
+        The scan's Z size; slice 0 is at the ankle end (RAS+).
+
+    Returns
+    -------
+    (float, float)
+        ``(lo, hi)`` in slice coordinates (slice ``k`` covers ``[k, k + 1)``): ``lo < 0`` where
+        the stretch reaches below the scan, ``hi > n_slices`` where it reaches above.
+    """
+    top, bottom = parse_coverage(coverage)
+    per_span = n_slices / (bottom - top)
+    return (bottom - extent[1]) * per_span, (bottom - extent[0]) * per_span

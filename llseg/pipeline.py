@@ -193,7 +193,8 @@ def train_stage1_group(preprocessed, out, *, group: int, factor, levels: int, ro
     if not regions:
         raise ValueError(f"group {group}: no training case holds any of its regions "
                          f"({', '.join(anatomy.region_name(r) for r in all_regions)}); leave it out of the study")
-    ranges = [coverage.part_ranges_in_view(c, stage1.DEFAULT_PART_RANGES) for c in scan_coverages(labels, dz)]
+    coverages = scan_coverages(labels, dz)
+    ranges = [coverage.part_ranges_in_view(c, stage1.DEFAULT_PART_RANGES) for c in coverages]
     test_ranges = [coverage.part_ranges_in_view(c, stage1.DEFAULT_PART_RANGES)
                    for c in scan_coverages(test_labels, dz)]
     part = anatomy.GROUPS[group][1]
@@ -217,6 +218,8 @@ def train_stage1_group(preprocessed, out, *, group: int, factor, levels: int, ro
                 "loss": loss, "lr_schedule": lr_schedule}
     if subset is not None:  # absent key = all of the group's regions (the whole-leg records predate it)
         settings["regions"] = list(subset)
+    if any(tuple(c) != coverage.WHOLE for c in coverages):  # absent key = whole-leg training cases only
+        settings["trained_on_partial_scans"] = True
     write_training_record(out.with_suffix(".json"), settings, history, keep=("class_weights",))
     return history
 
@@ -308,7 +311,7 @@ def load_cascade(models_dir, *, groups=None, muscles=None):
     {muscle key: model}, box priors, stage-1 training record)``.
 
     The stage-1 record gains ``regions_by_group`` ({group: regions}, for groups trained on some
-    of their regions only). Groups and muscles without a network are left out (logged);
+    of their regions only) and ``trained_on_partial_scans`` (any group). Groups and muscles without a network are left out (logged);
     ``groups`` (ints) and ``muscles`` (keys), when given, are the networks to load (the study's
     ``stage1_groups`` / ``stage2_muscles``: files left from another cohort are ignored).
     """
@@ -322,6 +325,7 @@ def load_cascade(models_dir, *, groups=None, muscles=None):
     records = {g: io.read_json(root / "stage1" / f"group_{g:02d}.json") for g in s1}
     record1 = dict(records[min(records)])
     record1["regions_by_group"] = {g: tuple(r["regions"]) for g, r in records.items() if "regions" in r}
+    record1["trained_on_partial_scans"] = any(r.get("trained_on_partial_scans", False) for r in records.values())
     priors = io.read_json(root / "stage1" / "box_priors.json")
     s2 = {k: io.load_model(root / "stage2" / f"{k}.keras") for k in keys}
     untrained = [m.key for m in anatomy.MUSCLES if m.key not in s2]
@@ -331,9 +335,17 @@ def load_cascade(models_dir, *, groups=None, muscles=None):
 
 
 def _cascade_kwargs(record1: dict, priors: dict, *, n_tta_boxes, ratio_range, seed, threshold,
-                    closing_radius_vox) -> dict:
-    """``cascade.run_cascade``'s options: the grid of stage 1's training, the inference settings."""
+                    closing_radius_vox, cut_padding: str = "edge") -> dict:
+    """``cascade.run_cascade``'s options: the grid of stage 1's training, the inference settings.
+
+    ``cut_padding`` applies to networks trained on whole-leg scans; those trained on partial
+    scans learned cut parts and muscles as they are, so they get ``"none"``.
+    """
+    if record1.get("trained_on_partial_scans") and cut_padding != "none":
+        logger.info("models trained on partial scans: cut ends of a partial scan are not padded")
+        cut_padding = "none"
     return dict(priors=priors, part_ranges={k: tuple(v) for k, v in record1["part_ranges"].items()},
+                cut_padding=cut_padding,
                 factor=tuple(record1["factor"]), regions_by_group=record1.get("regions_by_group", {}),
                 n_boxes=int(n_tta_boxes),
                 ratio_range=tuple(float(r) for r in ratio_range), seed=int(seed), threshold=float(threshold),
@@ -468,13 +480,14 @@ def _steps(names, *, desc: str, progress: bool):
 
 def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n4_shrink: int, n4_iterations,
                  n_tta_boxes: int, ratio_range, seed: int, threshold: float, closing_radius_vox,
-                 scan_coverage=None, progress: bool = True) -> dict:
+                 scan_coverage=None, cut_padding: str = "edge", progress: bool = True) -> dict:
     """Segment one NIfTI scan with the trained cascade, in the scan's own grid and orientation.
 
     ``image`` is the scan's path, or the scan already read by ``io.load_image`` (not read again).
     ``scan_coverage`` says which stretch of the leg it covers (``coverage.parse_coverage``: a
     preset such as ``"thigh"`` or ``(top, bottom)``); None = whole leg, which a scan shorter than
-    ``coverage.WHOLE_LEG_MIN_MM`` cannot be (error). Regions outside it are reported absent.
+    ``coverage.WHOLE_LEG_MIN_MM`` cannot be (error). Regions outside it are reported absent;
+    ``cut_padding`` is ``cascade.run_stage1``'s (``"none"`` for models trained on partial scans).
 
     Writes ``out_path`` (the 70-region label map) and beside it ``<stem>_volumes.csv``
     (``export.volume_table``), ``<stem>_contours.json`` (world-space contours),
@@ -507,7 +520,7 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
             raise ValueError(f"{image_path}: {exc}") from None
         s1, s2, priors, record1 = load_cascade(models_dir)
         kwargs = _cascade_kwargs(record1, priors, n_tta_boxes=n_tta_boxes, ratio_range=ratio_range, seed=seed,
-                                 threshold=threshold, closing_radius_vox=closing_radius_vox)
+                                 threshold=threshold, closing_radius_vox=closing_radius_vox, cut_padding=cut_padding)
 
         step("preprocess")
         spacing, target_xy = _grid(spacing_mm, fov_mm)
@@ -523,11 +536,12 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         step("stage 1")
         found = cascade.run_stage1(s1, pre["image"], priors=kwargs["priors"], part_ranges=kwargs["part_ranges"],
                                    factor=kwargs["factor"], scan_coverage=scan_coverage,
-                                   regions_by_group=kwargs["regions_by_group"])
+                                   regions_by_group=kwargs["regions_by_group"], cut_padding=kwargs["cut_padding"])
         step("stage 2")
         res = cascade.run_stage2(s2, pre["image"], found["boxes"], n_boxes=kwargs["n_boxes"],
                                  ratio_range=kwargs["ratio_range"], seed=kwargs["seed"],
-                                 threshold=kwargs["threshold"], closing_radius_vox=kwargs["closing_radius_vox"])
+                                 threshold=kwargs["threshold"], closing_radius_vox=kwargs["closing_radius_vox"],
+                                 scan_coverage=scan_coverage, cut_padding=kwargs["cut_padding"])
 
         step("postprocess")
         canonical, original = preprocess.restore_geometry(res["labels"], _case_record(img, pre))

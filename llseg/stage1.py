@@ -487,7 +487,7 @@ def train_group(images, label_maps, group: int, *, part_ranges=DEFAULT_PART_RANG
 
 
 def predict_group(model, image, group: int, *, part_ranges=DEFAULT_PART_RANGES, factor=(2, 2, 1),
-                  check_input: bool = True, regions=None) -> np.ndarray:
+                  check_input: bool = True, regions=None, pad_slices=(0, 0), pad_mode: str = "edge") -> np.ndarray:
     """Class probabilities of one group's network on the downsampled body part.
 
     Parameters
@@ -504,6 +504,10 @@ def predict_group(model, image, group: int, *, part_ranges=DEFAULT_PART_RANGES, 
         Check ``image``; False for callers that checked it already (``llseg.cascade``).
     regions : iterable of int, optional
         The regions the network was trained for (:func:`group_regions`); default all.
+    pad_slices : (int, int), optional
+        Study-grid slices ``(below, above)`` of the part that lie past the ends of a partial
+        scan; the network sees the part at its trained extent, filled in by ``pad_mode``
+        (a ``numpy.pad`` mode), and the probabilities are cropped back to the scan.
 
     Returns
     -------
@@ -520,7 +524,10 @@ def predict_group(model, image, group: int, *, part_ranges=DEFAULT_PART_RANGES, 
         image = _validate.volume(image, "image")
     sl = _part_slice(image.shape[2], group, part_ranges)
     low = _downsample(image[:, :, sl], factor, 1)                   # (X', Y', Z'_part)
-    probs = train.predict_proba(model, low)                              # (X', Y', Z'_part, K)
+    fz = _factor(factor)[2]
+    below, above = (int(round(n / fz)) for n in pad_slices)
+    padded = np.pad(low, [(0, 0), (0, 0), (below, above)], mode=pad_mode) if below or above else low
+    probs = train.predict_proba(model, padded)[:, :, below:below + low.shape[2]]   # (X', Y', Z'_part, K)
     n_classes = len(class_labels(group, regions))
     if probs.shape[-1] != n_classes:
         raise ValueError(f"model {model.name} outputs {probs.shape[-1]} classes; group {group} needs {n_classes}")

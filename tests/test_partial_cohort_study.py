@@ -95,6 +95,9 @@ def test_smoke_study_on_a_thigh_only_cohort_through_dvc_repro(tmp_path):
     for case in manifest["split"]["test"]:
         final = np.asarray(nib.load(clone / "work" / "predictions" / "study" / f"{case}_stage2.nii.gz").dataobj)
         assert set(np.unique(final).tolist()) - {0} <= labelled
+    # its networks learned cut parts: inference shows them partial scans as they are (no cut padding)
+    records = [io.read_json(p) for p in sorted((clone / "models" / "stage1").glob("group_*.json"))]
+    assert records and all(r["trained_on_partial_scans"] for r in records)
     evaluation = io.read_json(clone / "metrics" / "evaluation.json")
     assert evaluation["n_muscles"] == 7 and len(evaluation["muscles_absent"]) == 28
     claims = json.loads((clone / "metrics" / "claims.json").read_text())

@@ -282,9 +282,12 @@ class _FakePredict:
     def __init__(self, marks=None):
         self.marks = marks or {}
         self.calls = []
+        self.pads = {}
 
-    def __call__(self, model, image, group, *, part_ranges, factor, check_input=True, regions=None):
+    def __call__(self, model, image, group, *, part_ranges, factor, check_input=True, regions=None,
+                 pad_slices=(0, 0), pad_mode="edge"):
         self.calls.append((group, dict(part_ranges), None if regions is None else tuple(regions)))
+        self.pads[group] = (tuple(pad_slices), pad_mode)
         part = anatomy.GROUPS[group][1]
         sl = stage1.split_parts(image.shape[2], part_ranges={part: part_ranges[part]})[part]
         low = tuple(int(round(n / f)) for n, f in zip((*image.shape[:2], sl.stop - sl.start), factor))

@@ -193,9 +193,11 @@ def test_train_stage1_group_writes_the_model_and_its_record(preprocessed, tmp_pa
         validate_every=1000, augment_kwargs={"max_rotation_deg": 0.0, "max_shear": 0.0, "flip_lr": False},
         live_dir=tmp_path / "live", progress=False)
     record = io.read_json(out.with_suffix(".json"))
-    # the test case labels some of the group's muscles: the record says which regions it learned
+    # the test case labels some of the group's muscles: the record says which regions it learned; its
+    # short scan is a partial one (coverage from its labels), so the record says that too
     assert set(record) == set(json.loads((ROOT / "models" / "stage1" / "group_01.json").read_text())) | {
-        "environment", "regions"}
+        "environment", "regions", "trained_on_partial_scans"}
+    assert record["trained_on_partial_scans"] is True
     assert set(record["regions"]) < set(anatomy.group_labels(group))
     assert anatomy.label_id("adductor_longus", "right") in record["regions"]
     assert record["group"] == group and record["factor"] == [2.0, 2.0, 1.0] and record["iterations"] == 2
