@@ -6,7 +6,19 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.llseg-installed
+# BACKEND=jax or BACKEND=torch: install that Keras backend with its CUDA wheels (pyproject extras,
+# pinned in constraints.txt) and run on the GPU (README, "Running on a GPU"); default TensorFlow on the CPU.
+BACKEND ?= tensorflow
+ifeq ($(BACKEND),tensorflow)
+EXTRAS := test
+else ifneq ($(filter $(BACKEND),jax torch),)
+EXTRAS := test,$(BACKEND)
+export KERAS_BACKEND := $(BACKEND)
+export LLSEG_DEVICE := gpu
+else
+$(error BACKEND must be tensorflow, jax or torch, got '$(BACKEND)')
+endif
+STAMP := $(VENV)/.llseg-installed-$(BACKEND)
 
 # oneDNN kernels: a 3-level U-Net step on 64x64x32 drops from 1.8 s to 0.44 s on this CPU.
 # Must be set before TensorFlow is imported, so it is exported to every child (dvc, papermill kernels, pytest).
@@ -20,6 +32,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 help:
 	@echo "llseg study kit: make <target>"
 	@echo "  study       set up .venv, generate data/ if missing, run the whole study (llseg repro; JOBS=N trains N networks at once), end with llseg summary"
+	@echo "              BACKEND=jax or BACKEND=torch: that Keras backend with its CUDA wheels, on the GPU (default tensorflow, CPU)"
 	@echo "  test        set up .venv and run the fast test suite (tests not marked slow, ~10 min)"
 	@echo "  test-slow   run the slow tests: data.dvc rebuilt bit for bit, the smoke study through dvc repro"
 	@echo "  data        set up .venv, generate the phantom cohort into data/ if missing, compare it with data.dvc"
@@ -31,7 +44,7 @@ help:
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$(EXTRAS)]"
 	@touch $@
 
 setup: $(STAMP)

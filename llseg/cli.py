@@ -20,8 +20,6 @@ from pathlib import Path  # noqa: E402
 
 log = logging.getLogger("llseg")
 
-PROFILES = ("smoke", "cpu", "paper")
-
 
 # ----------------------------------------------------------------------------- TensorFlow's start-up lines
 
@@ -74,7 +72,7 @@ def _quiet_tensorflow() -> None:
 
 # ----------------------------------------------------------------------------- params
 
-from .params import load_params, section  # noqa: E402  (params.yaml read and checked once, llseg.params)
+from .params import PROFILES, load_params, section  # noqa: E402  (params.yaml read and checked once, llseg.params)
 
 
 def apply_profile(params_path, name: str) -> list[str]:
@@ -294,9 +292,20 @@ def _last_dice(history) -> float:
     return history["val_dice"][-1][1] if history["val_dice"] else float("nan")
 
 
+def _say_device(*, training: bool) -> None:
+    """Print which Keras backend and device the command computes on (``runinfo.device_line``).
+    Training commands fix their thread count first (it must precede TensorFlow's first op)."""
+    from . import runinfo, train
+
+    if training:
+        train.use_training_threads()
+    print(runinfo.device_line(), flush=True)
+
+
 def cmd_train_stage1(args) -> int:
     from . import pipeline
 
+    _say_device(training=True)
     params = load_params(args.params)
     p = section(params, "stage1", args.params)
     history = pipeline.train_stage1_group(args.preprocessed, args.out, group=args.group, factor=p["factor"],
@@ -331,6 +340,7 @@ def _stage2_settings(params, key: str) -> dict:
 def cmd_train_stage2(args) -> int:
     from . import anatomy, pipeline
 
+    _say_device(training=True)
     params = load_params(args.params)
     key = anatomy.muscle(args.muscle).key
     p = _stage2_settings(params, key)
@@ -344,11 +354,9 @@ def cmd_train_stage2(args) -> int:
 
 
 def cmd_train_variant(args) -> int:
-    from . import train
     from .study import ablation
 
-    train.use_training_threads()
-
+    _say_device(training=True)
     params = load_params(args.params)
     p, s2 = section(params, "ablation", args.params), section(params, "stage2", args.params)
     r = ablation.train_variant_record(
@@ -375,6 +383,7 @@ def cmd_predict(args) -> int:
     from . import pipeline
 
     params = load_params(args.params)
+    _say_device(training=False)
     summary = pipeline.predict_cases(args.preprocessed, args.models, args.out, metrics_path=args.metrics,
                                      tables_dir=args.tables, progress=not args.quiet,
                                      stage1_groups=[int(g) for g in params["stage1_groups"]],
@@ -418,6 +427,7 @@ def cmd_segment(args) -> int:
     scan = io.load_image(args.image)
     guards.check_image_content(scan, allow_label_like=args.allow_label_like)
     guards.check_memory(scan, section(params, "preprocess", args.params)["spacing_mm"])
+    _say_device(training=False)
     with guards.atomic_files(outputs) as staged:
         found = pipeline.segment_scan(scan, staged[outputs[0]], args.models, progress=not args.quiet,
                                       scan_coverage=args.coverage, cut_padding=args.cut_padding,
@@ -522,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(func=func)
         return sp
 
-    sp = add("profile", cmd_profile, "Switch params.yaml to a profile (smoke, cpu, paper).", "llseg profile smoke")
+    sp = add("profile", cmd_profile, f"Switch params.yaml to a profile ({', '.join(PROFILES)}).", "llseg profile smoke")
     sp.add_argument("name", choices=PROFILES)
     sp.add_argument("--params", default="params.yaml")
 

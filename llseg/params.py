@@ -20,7 +20,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 __all__ = ["ParamsError", "PROFILES", "load_params", "validate_params", "section"]
 
 #: Profiles every params.yaml defines (``llseg profile <name>``).
-PROFILES = ("smoke", "cpu", "paper")
+PROFILES = ("smoke", "cpu", "paper", "gpu")
 
 
 class ParamsError(ValueError):
