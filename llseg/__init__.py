@@ -18,6 +18,7 @@ stage-2 probabilities -> labels -> metrics):
 ``custom_layers``  per-sample batch normalisation, max-unpooling (Keras layers)
 ``augment``        2.2.3: rotation, shear and left/right flips of training samples
 ``train``          2.2: the training loop, losses, padded prediction
+``prefetch``       training samples drawn in a background thread, ahead of the step
 ``boxes``          2.2.2: bounding boxes, enlargement, the six test-time boxes
 ``stage1``         2.2.1: group localisation on downsampled body parts
 ``box_priors``     2.2.1: boxes of muscles stage 1 misses, from their neighbours

@@ -18,13 +18,20 @@ The run, in three steps:
 3. ``dvc repro``: every remaining stage, one at a time (and a check that step 2 left the
    training stages up to date).
 
+On a GPU host (``nvidia-smi`` lists GPUs, restricted to ``CUDA_VISIBLE_DEVICES`` if set) each
+GPU gets job slots (:func:`gpu_slots`: its memory over ``GPU_GIB_PER_JOB``, at most 4), and each
+training stage runs on one free slot's GPU with the environment of :func:`job_env` (one
+visible GPU, no up-front grab of all its memory). Without a GPU, nothing of this applies.
+
 DVC has no parallel ``repro`` of its own (iterative/dvc#755), which is why this is written here.
 """
 from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
+import queue
 import subprocess
 import sys
 import time
@@ -38,11 +45,24 @@ UPSTREAM = ("preprocess",)  # dvc repro of these brings every dependency of the 
 
 GIB_PER_JOB = 2.0  # a cpu-profile training process peaks at about 1.2 GiB resident
 
+# GPU memory one training process of each kind may need (GiB). Estimates for paper-size networks,
+# not measurements: replace them by the peaks a GPU run measures.
+GPU_GIB_PER_JOB = {"train_stage1": 12.0, "train_stage2": 12.0, "train_variant": 12.0}
+GPU_GIB_DEFAULT = 12.0  # a kind missing from GPU_GIB_PER_JOB
+GPU_MAX_JOBS_PER_GPU = 4  # beyond this, jobs on one GPU mostly wait for each other
+
+logger = logging.getLogger(__name__)
+
+
+def _cores() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 
 def default_jobs() -> int:
     """One job per core this process may use, but no more than the available memory holds at
     ``GIB_PER_JOB`` each (``psutil``, a DVC dependency); at least 1."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = _cores()
     try:
         import psutil
 
@@ -50,6 +70,159 @@ def default_jobs() -> int:
     except ImportError:
         by_memory = cores
     return max(1, min(cores, by_memory))
+
+
+# ----------------------------------------------------------------------------- GPU placement
+
+
+def parse_nvidia_smi(text: str, visible: str | None = None) -> list[tuple[int, float]]:
+    """The GPUs in the output of ``nvidia-smi --query-gpu=index,memory.total --format=csv,noheader,nounits``.
+
+    Parameters
+    ----------
+    text : str
+        One ``index, memory`` line per GPU, memory in MiB. Lines that are not two numbers
+        (an ``[N/A]``, an error message) are skipped with a warning.
+    visible : str, optional
+        The value of ``CUDA_VISIBLE_DEVICES``: only the GPUs it lists are kept, in its order
+        (as CUDA numbers them). None keeps all; ``""`` or ``"-1"`` keeps none. Entries that
+        are not indices (GPU UUIDs, MIG devices) cannot be matched: the result is then empty,
+        with a warning.
+
+    Returns
+    -------
+    list of (int, float)
+        ``(index, memory_GiB)`` per GPU: the ``nvidia-smi`` index and the total memory in GiB.
+    """
+    gpus = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        try:
+            index, mib = int(fields[0]), float(fields[1])
+        except (ValueError, IndexError):
+            logger.warning("nvidia-smi: skipped line %r (expected 'index, memory MiB')", line)
+            continue
+        if len(fields) == 2 and index >= 0 and mib > 0:
+            gpus[index] = mib / 1024
+        else:
+            logger.warning("nvidia-smi: skipped line %r (expected 'index, memory MiB')", line)
+    if visible is None:
+        return sorted(gpus.items())
+    wanted = [v.strip() for v in visible.split(",") if v.strip()]
+    if not all(v.lstrip("-").isdigit() for v in wanted):
+        logger.warning("CUDA_VISIBLE_DEVICES=%s: only GPU indices can be matched to nvidia-smi; "
+                       "no GPU placement (give --jobs)", visible)
+        return []
+    picked = []
+    for v in wanted:
+        i = int(v)
+        if i < 0:      # CUDA stops at the first invalid entry
+            break
+        if i in gpus and all(i != j for j, _ in picked):
+            picked.append((i, gpus[i]))
+    return picked
+
+
+def visible_gpus(*, nvidia_smi: str = "nvidia-smi", timeout_s: float = 30.0) -> list[tuple[int, float]]:
+    """The GPUs this process may use, ``(index, memory_GiB)`` each (:func:`parse_nvidia_smi`
+    of ``nvidia-smi``'s output, restricted to ``CUDA_VISIBLE_DEVICES``). Empty when there is
+    no ``nvidia-smi``, it fails or it takes over ``timeout_s`` seconds."""
+    cmd = [nvidia_smi, "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if res.returncode:
+        logger.warning("%s failed (exit %d): %s", nvidia_smi, res.returncode, (res.stderr or res.stdout).strip()[-300:])
+        return []
+    return parse_nvidia_smi(res.stdout, os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def gpu_slots(gpus, gib_per_job: float, max_per_gpu: int = GPU_MAX_JOBS_PER_GPU) -> list[str]:
+    """Job slots on ``gpus``: one device index (str) per slot, round robin over the GPUs.
+
+    Parameters
+    ----------
+    gpus : sequence of (int, float)
+        ``(index, memory_GiB)`` per GPU (:func:`visible_gpus`).
+    gib_per_job : float
+        GPU memory one job needs (GiB, > 0).
+    max_per_gpu : int, optional
+        Most slots on one GPU (>= 1).
+
+    Returns
+    -------
+    list of str
+        A GPU holds ``floor(memory / gib_per_job)`` slots, at least 1 (a job that does not
+        fit still gets the GPU to itself) and at most ``max_per_gpu``. The list takes one
+        slot of each GPU in turn (``["0", "1", "0", "1", ...]``), so that the first jobs spread
+        over the GPUs. Empty for no GPUs.
+
+    Raises
+    ------
+    ValueError
+        ``gib_per_job`` not a finite number > 0, or ``max_per_gpu`` not a positive int.
+    """
+    import math
+
+    if not (isinstance(gib_per_job, (int, float)) and math.isfinite(gib_per_job) and gib_per_job > 0):
+        raise ValueError(f"gib_per_job must be a finite number > 0, got {gib_per_job!r}")
+    if isinstance(max_per_gpu, bool) or not isinstance(max_per_gpu, int) or max_per_gpu < 1:
+        raise ValueError(f"max_per_gpu must be a positive int, got {max_per_gpu!r}")
+    counts = [(str(index), min(max_per_gpu, max(1, int(gib // gib_per_job)))) for index, gib in gpus]
+    return [dev for r in range(max_per_gpu) for dev, n in counts if n > r]
+
+
+def job_env(slot_device: str | None, threads: int) -> dict[str, str]:
+    """Environment variables for one training job on GPU ``slot_device`` with ``threads`` CPU threads.
+
+    Parameters
+    ----------
+    slot_device : str or None
+        The GPU's index (:func:`gpu_slots`); None for a CPU-only run.
+    threads : int
+        CPU threads the job may use (>= 1).
+
+    Returns
+    -------
+    dict of str to str
+        Empty for ``slot_device`` None (the environment stays as it is). Otherwise
+        ``CUDA_VISIBLE_DEVICES`` (that GPU only); ``TF_FORCE_GPU_ALLOW_GROWTH`` and
+        ``XLA_PYTHON_CLIENT_PREALLOCATE`` so that neither TensorFlow nor JAX takes the
+        whole GPU's memory at start (other jobs share it; ``XLA_PYTHON_CLIENT_MEM_FRACTION``
+        is left as it is); and the thread counts of OpenMP, MKL, OpenBLAS and TensorFlow's
+        op pools. (The training commands pin TensorFlow's pools to
+        ``llseg.train.TRAINING_THREADS`` themselves.)
+    """
+    if slot_device is None:
+        return {}
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive int, got {threads!r}")
+    n = str(threads)
+    return {"CUDA_VISIBLE_DEVICES": str(slot_device), "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n,
+            "OPENBLAS_NUM_THREADS": n, "TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": n}
+
+
+def _gpu_gib_per_job(stages: Sequence[str]) -> float:
+    """The largest ``GPU_GIB_PER_JOB`` of the kinds among ``stages`` (``kind@item``)."""
+    kinds = {s.split("@", 1)[0] for s in stages}
+    return max([GPU_GIB_PER_JOB.get(k, GPU_GIB_DEFAULT) for k in kinds] or [GPU_GIB_DEFAULT])
+
+
+def _placement_line(gpus, slots: Sequence[str], threads: int) -> str:
+    """``llseg repro: 2 GPU(s) visible (0: 80 GiB, 1: 80 GiB): 8 training jobs, 4 per GPU, 2 CPU threads each``."""
+    per = [slots.count(str(i)) for i, _ in gpus]
+    per_gpu = f"{per[0]} per GPU" if len(set(per)) == 1 else \
+        "per GPU " + ", ".join(f"{i}: {n}" for (i, _), n in zip(gpus, per))
+    listed = ", ".join(f"{i}: {gib:.0f} GiB" for i, gib in gpus)
+    return (f"llseg repro: {len(gpus)} GPU(s) visible ({listed}): {len(slots)} training jobs, {per_gpu}, "
+            f"{threads} CPU thread{'s' if threads != 1 else ''} each")
+
+
+# ----------------------------------------------------------------------------- training stages
 
 
 def training_stages(names: Sequence[str], kinds: Sequence[str] = TRAINING_STAGES) -> list[str]:
@@ -60,13 +233,15 @@ def training_stages(names: Sequence[str], kinds: Sequence[str] = TRAINING_STAGES
     return sorted(picked, key=lambda n: rank[n.split("@", 1)[0]])  # sorted() is stable
 
 
-def _run(cmd: Sequence[str], *, cwd, log=None) -> int:
-    """Run ``cmd`` in ``cwd``; output to the file ``log`` (or to this process's stdout/stderr)."""
+def _run(cmd: Sequence[str], *, cwd, log=None, env: dict | None = None) -> int:
+    """Run ``cmd`` in ``cwd``, with this process's environment updated by ``env``; output to the
+    file ``log`` (or to this process's stdout/stderr)."""
+    full_env = {**os.environ, **env} if env else None
     if log is None:
-        return subprocess.call(list(cmd), cwd=cwd)
+        return subprocess.call(list(cmd), cwd=cwd, env=full_env)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as fh:
-        return subprocess.call(list(cmd), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
+        return subprocess.call(list(cmd), cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, env=full_env)
 
 
 def _capture(cmd: Sequence[str], *, cwd) -> str:
@@ -137,19 +312,34 @@ def run_parallel(stages: Sequence[str], *, jobs: int, run_stage: Callable[[str],
 
 def reproduce(*, jobs: int | None = None, cwd=".", dvc: Sequence[str] = ("dvc",), log_dir="work/logs/repro",
               upstream: Sequence[str] = UPSTREAM, kinds: Sequence[str] = TRAINING_STAGES, progress: bool = True,
-              dry: bool = False) -> int:
-    """The three steps of the module docstring. Returns the exit status (0 = success)."""
+              dry: bool = False, gpus=None) -> int:
+    """The three steps of the module docstring. Returns the exit status (0 = success).
+
+    ``gpus``: ``(index, memory_GiB)`` per GPU to train on; None (default) asks
+    :func:`visible_gpus`, ``[]`` trains on the CPU. With GPUs, ``jobs`` defaults to the number
+    of :func:`gpu_slots` (a given ``jobs`` is spread over the slots round robin), each stage runs
+    with :func:`job_env` of a free slot and ``max(1, cores // jobs)`` CPU threads, and one line
+    reports the placement. Without, ``jobs`` defaults to :func:`default_jobs`."""
     from tqdm.auto import tqdm
 
-    jobs = default_jobs() if jobs is None else jobs
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    gpus = visible_gpus() if gpus is None else [(int(i), float(gib)) for i, gib in gpus]
     dvc = list(dvc)
     names = _capture([*dvc, "stage", "list", "--name-only"], cwd=cwd).split()
     parallel = training_stages(names, kinds)
     missing = [u for u in upstream if u not in names]
     if missing:
         raise ValueError(f"{Path(cwd) / 'dvc.yaml'}: no stage(s) {', '.join(missing)} to run before the training stages")
+    slots, threads = [], 0
+    if gpus:
+        slots = gpu_slots(gpus, _gpu_gib_per_job(parallel))
+        jobs = len(slots) if jobs is None else jobs
+        slots = [slots[i % len(slots)] for i in range(jobs)]   # one slot per job
+        threads = max(1, _cores() // jobs)
+        print(_placement_line(gpus, slots, threads), flush=True)
+    else:
+        jobs = default_jobs() if jobs is None else jobs
     if dry:
         print(f"1. dvc repro {' '.join(upstream)}\n2. {len(parallel)} training stages, {jobs} at a time "
               f"(those dvc status reports changed)\n3. dvc repro")
@@ -165,12 +355,25 @@ def reproduce(*, jobs: int | None = None, cwd=".", dvc: Sequence[str] = ("dvc",)
     logs = {s: Path(cwd) / log_dir / f"{s.replace('@', '.')}.log" for s in todo}
     bar = tqdm(total=len(todo), unit="stage", disable=not progress or not todo, dynamic_ncols=True)
 
+    free: queue.Queue = queue.Queue()   # the slots of no running stage (run_parallel runs at most `jobs`)
+    for slot in slots:
+        free.put(slot)
+    placed = {}
+
     def run_stage(stage):
-        return _run([*dvc, "--wait-for-lock", "repro", "--single-item", stage], cwd=cwd, log=logs[stage])
+        slot = free.get_nowait() if slots else None
+        placed[stage] = slot
+        try:
+            return _run([*dvc, "--wait-for-lock", "repro", "--single-item", stage], cwd=cwd, log=logs[stage],
+                        env=job_env(slot, threads) or None)
+        finally:
+            if slot is not None:
+                free.put(slot)
 
     def on_done(stage, rc, seconds):
         bar.update(1)
-        bar.write(f"  {stage}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {seconds:.0f} s")
+        where = "" if placed.get(stage) is None else f" on GPU {placed[stage]}"
+        bar.write(f"  {stage}: {'done' if rc == 0 else f'FAILED (exit {rc})'} in {seconds:.0f} s{where}")
 
     t0 = time.perf_counter()
     failed = run_parallel(todo, jobs=jobs, run_stage=run_stage, on_done=on_done)

@@ -13,6 +13,7 @@ is imported lazily, only to switch on deterministic ops.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -20,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-from . import _validate
+from . import _validate, runinfo
+from .prefetch import PrefetchSampler
 
 __all__ = ["class_weights", "segmentation_loss", "learning_rate_schedule", "fit",
            "predict_proba"]
@@ -79,7 +81,7 @@ def use_training_threads(n: int = TRAINING_THREADS) -> None:
 def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float, seed: int,
         validate: Callable | None = None, validate_every: int = 50, live=None, log_every: int = 10,
         progress: bool = True, class_weight_power: float = 0.0, weight_samples: int = 20,
-        loss: str = "ce", lr_schedule: str = "constant") -> dict:
+        loss: str = "ce", lr_schedule: str = "constant", prefetch: int | None = None) -> dict:
     """Train ``model`` with Adam and pixel-wise cross-entropy, one sample per iteration.
 
     Parameters
@@ -126,6 +128,11 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
     lr_schedule : {"constant", "poly"}, optional
         "constant" (default, the paper's Adam at ``learning_rate``) or a polynomial decay to
         0 over ``iterations`` (:func:`learning_rate_schedule`).
+    prefetch : int, optional
+        0 draws each sample in the loop, before its step. ``k > 0`` draws them up to ``k``
+        ahead in a background thread (``llseg.prefetch.PrefetchSampler``, same generator, same
+        samples in the same order), so that sampling overlaps the network step. Default: 2
+        where the Keras backend sees a GPU (``runinfo.visible_gpus``), else 0.
 
     Returns
     -------
@@ -168,6 +175,10 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if lr_schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
+    if prefetch is None:
+        prefetch = 2 if runinfo.visible_gpus() else 0
+    if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
+        raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
     weights = None
     if class_weight_power > 0:
         n_classes = int(model.output_shape[-1])
@@ -191,32 +202,35 @@ def fit(model, sample_batch: Callable, *, iterations: int, learning_rate: float,
                      "class_weights": None if weights is None else weights.tolist()}
     t0 = time.perf_counter()
     bar = tqdm(range(1, iterations + 1), disable=not progress, desc=model.name, unit="it")
-    for it in bar:
-        x, y = sample_batch(rng)
-        x, y = _check_batch(x, y)
-        value = float(np.asarray(model.train_on_batch(x, y)))            # scalar: no extra metrics
-        history["loss"].append(value)
-        if not math.isfinite(value):
-            logger.warning("%s: loss became %s at iteration %d", model.name, value, it)
-        do_val = validate is not None and (it % validate_every == 0 or it == iterations)
-        do_log = it % log_every == 0 or it == iterations
-        if not (do_log or do_val):
-            continue
-        recent = float(np.mean(history["loss"][-log_every:]))            # mean loss of the last period
-        if do_val:
-            dice = float(validate(model))
-            history["val_dice"].append((it, dice))
-            logger.info("%s iteration %d: loss %.4f, val dice %.4f", model.name, it, recent, dice)
-        postfix = {"loss": f"{recent:.4f}"}
-        if history["val_dice"]:
-            postfix["dice"] = f"{history['val_dice'][-1][1]:.3f}"
-        bar.set_postfix(postfix)
-        if live is not None:
-            live.step = it
-            live.log_metric("train/loss", recent)
+    samples = (PrefetchSampler(sample_batch, rng, n=iterations, depth=prefetch) if prefetch
+               else contextlib.nullcontext(sample_batch))                 # draw(rng): the next sample
+    with samples as draw:
+        for it in bar:
+            x, y = draw(rng)
+            x, y = _check_batch(x, y)
+            value = float(np.asarray(model.train_on_batch(x, y)))            # scalar: no extra metrics
+            history["loss"].append(value)
+            if not math.isfinite(value):
+                logger.warning("%s: loss became %s at iteration %d", model.name, value, it)
+            do_val = validate is not None and (it % validate_every == 0 or it == iterations)
+            do_log = it % log_every == 0 or it == iterations
+            if not (do_log or do_val):
+                continue
+            recent = float(np.mean(history["loss"][-log_every:]))            # mean loss of the last period
             if do_val:
-                live.log_metric("val/dice", dice)
-            live.next_step()
+                dice = float(validate(model))
+                history["val_dice"].append((it, dice))
+                logger.info("%s iteration %d: loss %.4f, val dice %.4f", model.name, it, recent, dice)
+            postfix = {"loss": f"{recent:.4f}"}
+            if history["val_dice"]:
+                postfix["dice"] = f"{history['val_dice'][-1][1]:.3f}"
+            bar.set_postfix(postfix)
+            if live is not None:
+                live.step = it
+                live.log_metric("train/loss", recent)
+                if do_val:
+                    live.log_metric("val/dice", dice)
+                live.next_step()
     bar.close()
     history["seconds"] = time.perf_counter() - t0
     logger.info("%s: %d iterations in %.1f s", model.name, iterations, history["seconds"])

@@ -159,3 +159,162 @@ def test_default_jobs_is_bounded_by_cores_and_memory(monkeypatch):
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem)
     assert repro.default_jobs() == 1
+
+
+# ----------------------------------------------------------------------------- GPU placement
+
+SMI = "0, 81559\n1, 81559\n"          # nvidia-smi --query-gpu=index,memory.total --format=csv,noheader,nounits
+
+
+def test_parse_nvidia_smi_reads_gib_and_keeps_cuda_visible_devices():
+    assert repro.parse_nvidia_smi(SMI) == [(0, pytest.approx(79.65, abs=0.01)), (1, pytest.approx(79.65, abs=0.01))]
+    assert repro.parse_nvidia_smi("0, 16384\n") == [(0, 16.0)]
+    four = "0, 16384\n1, 24576\n2, 40960\n3, 81920\n"
+    assert repro.parse_nvidia_smi(four, "2,0") == [(2, 40.0), (0, 16.0)]     # CUDA's order
+    assert repro.parse_nvidia_smi(four, " 3 , 3,7") == [(3, 80.0)]           # unknown and repeated: left out
+    assert repro.parse_nvidia_smi(four, "1,-1,2") == [(1, 24.0)]             # CUDA stops at an invalid index
+    assert repro.parse_nvidia_smi(four, "") == [] and repro.parse_nvidia_smi(four, "-1") == []
+    assert repro.parse_nvidia_smi(four, "GPU-8d2c1a7e-0000") == []           # UUIDs cannot be matched
+    assert repro.parse_nvidia_smi("") == []
+
+
+def test_parse_nvidia_smi_skips_garbage(caplog):
+    text = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.\n"
+            "0, [N/A]\n\n1, 40960\n2, 40960, extra\nindex, memory.total [MiB]\n")
+    assert repro.parse_nvidia_smi(text) == [(1, 40.0)]
+    assert caplog.text.count("skipped line") == 4
+
+
+def test_visible_gpus_from_a_fake_nvidia_smi(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text(f"#!/bin/sh\nprintf '0, 81920\\n1, 81920\\n'\necho \"$@\" > {tmp_path / 'args'}\n")
+    smi.chmod(0o755)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert repro.visible_gpus(nvidia_smi=str(smi)) == [(0, 80.0), (1, 80.0)]
+    assert (tmp_path / "args").read_text().split() == ["--query-gpu=index,memory.total",
+                                                       "--format=csv,noheader,nounits"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert repro.visible_gpus(nvidia_smi=str(smi)) == [(1, 80.0)]
+    assert repro.visible_gpus(nvidia_smi=str(tmp_path / "absent")) == []
+    broken = tmp_path / "broken"
+    broken.write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed'\nexit 9\n")
+    broken.chmod(0o755)
+    assert repro.visible_gpus(nvidia_smi=str(broken)) == []
+
+
+def test_gpu_slots_per_gpu_memory_and_round_robin():
+    assert repro.gpu_slots([(0, 80.0)], 12.0) == ["0"] * 4                        # 6 fit, at most 4
+    assert repro.gpu_slots([(0, 80.0)], 12.0, max_per_gpu=8) == ["0"] * 6
+    assert repro.gpu_slots([(0, 80.0), (1, 80.0)], 12.0) == ["0", "1"] * 4        # interleaved
+    assert repro.gpu_slots([(0, 16.0)], 24.0) == ["0"]                            # too small: still 1 slot
+    assert repro.gpu_slots([(2, 24.0), (5, 40.0)], 12.0) == ["2", "5", "2", "5", "5"]
+    assert repro.gpu_slots([], 12.0) == []
+    with pytest.raises(ValueError, match="gib_per_job"):
+        repro.gpu_slots([(0, 80.0)], 0)
+    with pytest.raises(ValueError, match="max_per_gpu"):
+        repro.gpu_slots([(0, 80.0)], 12.0, max_per_gpu=0)
+
+
+def test_job_env():
+    assert repro.job_env(None, 4) == {}                                          # CPU: environment unchanged
+    env = repro.job_env("1", 3)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1"
+    assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and env["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
+    assert "XLA_PYTHON_CLIENT_MEM_FRACTION" not in env
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+                "TF_NUM_INTEROP_THREADS"):
+        assert env[key] == "3"
+    assert all(isinstance(v, str) for v in env.values())
+    with pytest.raises(ValueError, match="threads"):
+        repro.job_env("0", 0)
+
+
+def _fake_dvc(path: Path, stages, record: Path, sleep_s: float = 0.4) -> list[str]:
+    """A `dvc` stand-in: lists ``stages``, reports them all changed, and for `repro --single-item
+    STAGE` appends the stage, its GPU environment and its start and end times to ``record``."""
+    path.write_text(
+        "import json, os, sys, time\n"
+        f"stages = {list(stages)!r}\n"
+        "args = [a for a in sys.argv[1:] if a != '--wait-for-lock']\n"
+        "if args[:2] == ['stage', 'list']:\n"
+        "    print('\\n'.join(stages))\n"
+        "elif args[0] == 'status':\n"
+        "    print(json.dumps({s: ['changed'] for s in args[2:]}))\n"
+        "elif args[:2] == ['repro', '--single-item']:\n"
+        "    t0 = time.time()\n"
+        f"    time.sleep({sleep_s})\n"
+        "    env = {k: os.environ.get(k) for k in ('CUDA_VISIBLE_DEVICES', 'OMP_NUM_THREADS',\n"
+        "                                           'XLA_PYTHON_CLIENT_PREALLOCATE')}\n"
+        f"    with open({str(record)!r}, 'a') as fh:\n"
+        "        fh.write(json.dumps({'stage': args[2], 'env': env, 'start': t0, 'end': time.time()}) + '\\n')\n")
+    return [sys.executable, str(path)]
+
+
+def _peak_overlap(runs) -> int:
+    events = sorted([(r["start"], 1) for r in runs] + [(r["end"], -1) for r in runs])  # an end sorts first at a tie
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_reproduce_places_each_training_stage_on_a_free_gpu_slot(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    stages = ["preprocess", *[f"train_stage2@m{i}" for i in range(7)], "train_stage1@g1", "report"]
+    record = tmp_path / "record.jsonl"
+    dvc = _fake_dvc(tmp_path / "fake_dvc.py", stages, record)
+    monkeypatch.setattr(repro, "_cores", lambda: 16)
+    gpus = [(0, 24.0), (1, 40.0)]                                   # 2 and 3 slots of 12 GiB
+    assert repro.reproduce(cwd=tmp_path, dvc=dvc, progress=False, gpus=gpus) == 0
+    out = capsys.readouterr().out
+    assert ("llseg repro: 2 GPU(s) visible (0: 24 GiB, 1: 40 GiB): 5 training jobs, per GPU 0: 2, 1: 3, "
+            "3 CPU threads each") in out
+    assert "8 of 8 training stages changed, 5 at a time" in out
+    runs = [json.loads(line) for line in record.read_text().splitlines()]
+    assert sorted(r["stage"] for r in runs) == sorted(s for s in stages if s.startswith("train"))
+    assert {r["env"]["CUDA_VISIBLE_DEVICES"] for r in runs} == {"0", "1"}
+    assert all(r["env"]["OMP_NUM_THREADS"] == "3" and r["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+               for r in runs)
+    for device, slots in (("0", 2), ("1", 3)):                      # never more jobs on a GPU than its slots
+        assert _peak_overlap([r for r in runs if r["env"]["CUDA_VISIBLE_DEVICES"] == device]) <= slots
+    assert 2 <= _peak_overlap(runs) <= 5
+
+    # a given --jobs is spread over the slots round robin
+    record.unlink()
+    assert repro.reproduce(jobs=2, cwd=tmp_path, dvc=dvc, progress=False, gpus=[(0, 80.0), (1, 80.0)]) == 0
+    assert "2 training jobs, 1 per GPU, 8 CPU threads each" in capsys.readouterr().out
+    runs = [json.loads(line) for line in record.read_text().splitlines()]
+    for device in ("0", "1"):
+        assert _peak_overlap([r for r in runs if r["env"]["CUDA_VISIBLE_DEVICES"] == device]) <= 1
+
+
+def test_reproduce_without_gpus_keeps_the_cpu_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    stages = ["preprocess", "train_stage2@a", "train_stage2@b"]
+    record = tmp_path / "record.jsonl"
+    dvc = _fake_dvc(tmp_path / "fake_dvc.py", stages, record, sleep_s=0.0)
+    assert repro.reproduce(jobs=2, cwd=tmp_path, dvc=dvc, progress=False, gpus=[]) == 0
+    out = capsys.readouterr().out
+    assert "GPU" not in out
+    assert out.splitlines()[:2] == ["llseg repro: step 1 of 3, dvc repro preprocess",
+                                    f"llseg repro: step 2 of 3, 2 of 2 training stages changed, 2 at a time "
+                                    f"(logs in work/logs/repro/)"]
+    runs = [json.loads(line) for line in record.read_text().splitlines()]
+    assert all(r["env"]["CUDA_VISIBLE_DEVICES"] is None and r["env"]["XLA_PYTHON_CLIENT_PREALLOCATE"] is None
+               for r in runs)
+
+
+def test_reproduce_dry_run_reports_the_placement(tmp_path, monkeypatch, capsys):
+    stages = ["preprocess", "train_stage1@g1", "train_stage2@a", "report"]
+    dvc = _fake_dvc(tmp_path / "fake_dvc.py", stages, tmp_path / "record.jsonl")
+    monkeypatch.setattr(repro, "_cores", lambda: 16)
+    monkeypatch.setattr(repro, "visible_gpus", lambda: [(0, 80.0)])       # gpus=None asks visible_gpus
+    assert repro.reproduce(cwd=tmp_path, dvc=dvc, dry=True) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "llseg repro: 1 GPU(s) visible (0: 80 GiB): 4 training jobs, 4 per GPU, 4 CPU threads each"
+    assert out[2] == "2. 2 training stages, 4 at a time (those dvc status reports changed)"
+    assert not (tmp_path / "record.jsonl").exists()
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        repro.reproduce(jobs=0, cwd=tmp_path, dvc=dvc, gpus=[(0, 80.0)])
