@@ -62,7 +62,15 @@ study: data
 # `make test` runs every test not marked slow (about 10 minutes here, install included);
 # `make test-slow` runs the slow ones: data.dvc regenerated bit for bit, the smoke study through
 # `dvc repro` in a clone, and two learning tests.
-test: setup
+# The backend-parity tests (tests/test_backends.py) run the networks under JAX and torch too: make test
+# installs their wheels (pinned in constraints.txt; torch 2.13.0 is the CPU build where pip finds it
+# locally, as on this project's machines, else PyPI's CUDA build of several GB).
+PARITY_STAMP := $(VENV)/.llseg-parity-installed
+$(PARITY_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt jax jaxlib torch
+	@touch $@
+
+test: setup $(PARITY_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: setup

@@ -603,19 +603,27 @@ def clone_repo(tmp_path) -> tuple[Path, dict]:
     return clone, env
 
 
-@pytest.mark.slow
-def test_dvc_repro_smoke_study_in_a_clone(tmp_path):
-    """The committed repository alone runs the whole study with ``dvc repro`` (smoke profile)."""
-    t0 = time.perf_counter()
+def smoke_study_clone(tmp_path, **env_extra) -> tuple[Path, dict]:
+    """A fresh clone switched to the shrunk smoke profile, its phantom cohort generated and
+    committed with ``dvc add``: ready for ``dvc repro``. ``env_extra`` is added to its environment."""
     clone, env = clone_repo(tmp_path)
-    imported = _sh([sys.executable, "-c", "import llseg; print(llseg.__file__)"], clone, env)
-    assert Path(imported.strip()).is_relative_to(clone)
+    env = {**env, **env_extra}
     _sh(["llseg", "profile", "smoke"], clone, env)
     shrink_params(clone / "params.yaml")
     _sh(["llseg", "phantom", "--out", "data", "-q"], clone, env)
     _sh(["dvc", "add", "data", "-q"], clone, env)
     _sh(["git", "add", "-A"], clone, env)
     _sh(["git", "commit", "-qm", "smoke cohort"], clone, env)
+    return clone, env
+
+
+@pytest.mark.slow
+def test_dvc_repro_smoke_study_in_a_clone(tmp_path):
+    """The committed repository alone runs the whole study with ``dvc repro`` (smoke profile)."""
+    t0 = time.perf_counter()
+    clone, env = smoke_study_clone(tmp_path)
+    imported = _sh([sys.executable, "-c", "import llseg; print(llseg.__file__)"], clone, env)
+    assert Path(imported.strip()).is_relative_to(clone)
     _sh(["dvc", "repro"], clone, env, timeout=3600)
     status = _sh(["dvc", "status"], clone, env)
     assert "up to date" in status, status
