@@ -140,7 +140,7 @@ def _peak_memory_mib() -> tuple[float, str]:
 
 def worker(spec: dict, steps: int, inference: bool) -> dict:
     """Time one network kind in this process (see the module docstring)."""
-    from llseg import cli, models, stage1, stage2, train
+    from llseg import boxes, cli, models, stage1, stage2, train
 
     train.use_training_threads(int(os.environ.get("LLSEG_BENCH_THREADS", "1")))
     import keras
@@ -178,8 +178,7 @@ def worker(spec: dict, steps: int, inference: bool) -> dict:
             train.predict_proba(model, x[0, ..., 0])
             out["inference"] = "one part"
         else:
-            box = np.array([[int(a), int(b) + 1] for a, b in zip(*[np.flatnonzero(labels.any(axis=ax)) [[0, -1]]
-                                                                     for ax in ((1, 2), (0, 2), (0, 1))])])
+            box = boxes.bounding_box(labels > 0)                         # (3, 2), [lo, hi)
             stage2.predict_region(model, image, box, size=shape, mirror=False, n_boxes=6)
             out["inference"] = "six boxes"
         out["inference_s"] = time.perf_counter() - t0
