@@ -12,9 +12,9 @@ import logging
 import numpy as np
 import pytest
 
-from llseg import anatomy, box_priors, cascade, coverage, pipeline, stage1, stage2, train
+from llseg import anatomy, cascade, coverage, pipeline, stage1, stage2, train
 
-from test_partial_stage1 import _FakePredict   # noqa: E402  (tests/ is on sys.path under pytest)
+from test_partial_stage1 import CALF_IMAGE_SHAPE, _FakePredict, stage1_priors   # noqa: E402, F401  (tests/ is on sys.path under pytest)
 
 
 def _lab(key, side="right"):
@@ -86,23 +86,15 @@ def test_predict_group_padding_counts_study_slices_at_the_z_factor(monkeypatch):
 
 # --------------------------------------------------------------------------- cascade.run_stage1
 
-CALF_SHAPE = (16, 8, 40)
-
-
 @pytest.fixture(scope="module")
-def priors():
-    maps = []
-    for shift in (-1, 0, 1):
-        lab = np.zeros(CALF_SHAPE, np.uint8)
-        for side, x0 in (("right", 8), ("left", 0)):
-            lab[x0 + 1:x0 + 5, 1:4, 5 + shift:28 + shift] = _lab("soleus", side)
-        maps.append(lab)
-    return box_priors.fit_box_priors(maps)
+def priors(stage1_priors):
+    """The calf priors of test_partial_stage1 (soleus and popliteus on both legs)."""
+    return stage1_priors
 
 
 def _stage1(monkeypatch, fake, priors, **kw):
     monkeypatch.setattr(stage1, "predict_group", fake)
-    image = np.random.default_rng(0).normal(size=CALF_SHAPE).astype(np.float32)
+    image = np.random.default_rng(0).normal(size=CALF_IMAGE_SHAPE).astype(np.float32)
     return cascade.run_stage1({g: f"net{g}" for g in anatomy.GROUPS}, image, priors=priors, **kw)
 
 
