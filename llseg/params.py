@@ -204,6 +204,7 @@ class Claims(_Section):
     confidence: Annotated[float, Field(strict=True, gt=0.5, lt=1)]
     bootstrap_resamples: Annotated[int, Field(strict=True, ge=100)]
     bootstrap_seed: Seed
+    ablation_training_sd: NonNeg = 0.0
 
 
 class Variant(_Section):

@@ -671,8 +671,13 @@ def with_crops(inputs=None):
     return inputs
 
 
+def case_bootstrap_only():
+    """params.yaml's claims settings without the retraining SD: the test cases' spread alone."""
+    return {**thresholds(), "ablation_training_sd": 0.0}
+
+
 def test_ablation_claims_get_a_case_bootstrap_of_the_end_of_training_crop_dice():
-    found = verdicts(with_crops())
+    found = verdicts(with_crops(), case_bootstrap_only())
     for cid in USES["ablation"] - {"residual_costs_more", "bigger_costs_more", "fcn_worse_early"}:
         assert found[cid]["verdict"] == claims.REPRODUCED, found[cid]
         assert found[cid]["resampling_unit"] == "test case (n=4)" and found[cid]["ci_low"] is not None
@@ -684,7 +689,7 @@ def test_ablation_claims_get_a_case_bootstrap_of_the_end_of_training_crop_dice()
     v = inputs["ablation"]["variants"]
     v["filters_32"]["final_crop_dice"] = crop_dice(0.85, [o + g for o, g in zip(SHARED, [0.04] * 2 + [-0.04] * 6)])
     gaps = np.array([0.04, -0.04, -0.04, -0.04]) + 0.10
-    found = verdicts(inputs)["more_filters_help"]
+    found = verdicts(inputs, case_bootstrap_only())["more_filters_help"]
     assert found["difference"] == pytest.approx(gaps.mean())                 # the crop mean, not final_dice
     assert (found["ci_low"], found["ci_high"]) == pytest.approx(bootstrap_interval([gaps], lambda a: a.mean(axis=1)))
 
@@ -712,6 +717,48 @@ def test_ablation_interval_decides_and_old_runs_keep_a_point_verdict():
         c["dice"] = None                                                     # NaN in the JSON: never a guess
     found = verdicts(inputs)["dense_worst"]
     assert found["verdict"] == claims.NOT_TESTABLE and "'dense'" in found["reason"]
+
+
+def test_bootstrap_offset_sd_adds_the_spread_the_units_do_not_hold():
+    values = np.random.default_rng(2).normal(0.01, 0.002, 13)            # tight per-case values: a narrow interval
+    mean = lambda a: a.mean(axis=1)  # noqa: E731
+    narrow = bootstrap_interval([values], mean, n_resamples=2000, seed=3)
+    assert bootstrap_interval([values], mean, n_resamples=2000, seed=3, offset_sd=[0.0]) == narrow
+    wide = bootstrap_interval([values], mean, n_resamples=2000, seed=3, offset_sd=[0.01])
+    assert wide == bootstrap_interval([values], mean, n_resamples=2000, seed=3, offset_sd=[0.01])   # seeded
+    # a normal draw of SD 0.01 on top: the 95 % interval is about +-1.96 * 0.01 wide around the mean
+    assert wide[1] - wide[0] == pytest.approx(2 * 1.96 * np.hypot(0.01, values.std() / np.sqrt(13)), rel=0.1)
+    assert wide[0] < narrow[0] and wide[1] > narrow[1]
+    # a difference of two samples, each with its own offset: SDs add in quadrature
+    a, b = values, values + 0.02
+    both = bootstrap_interval([a, b], lambda x, y: (y - x).mean(axis=1), n_resamples=4000, seed=1, offset_sd=[0.01, 0.01])
+    assert both[1] - both[0] == pytest.approx(2 * 1.96 * 0.01 * np.sqrt(2), rel=0.1)
+    with pytest.raises(ValueError, match="one per sample"):
+        bootstrap_interval([a, b], lambda x, y: (y - x).mean(axis=1), offset_sd=[0.01])
+
+
+def test_ablation_training_sd_widens_the_figure5_intervals():
+    inputs = with_crops()
+    v = inputs["ablation"]["variants"]
+    v["levels_4"]["final_crop_dice"] = crop_dice(0.712)                   # 0.012 ahead of levels_2 in every crop
+    v["levels_2"]["final_crop_dice"] = crop_dice(0.700)
+    found = verdicts(inputs, case_bootstrap_only())["more_levels_help"]
+    assert found["verdict"] == claims.REPRODUCED and found["ci_low"] == pytest.approx(0.012)   # no spread over cases
+    t = {**thresholds(), "ablation_training_sd": 0.01}                   # each network's retraining SD
+    found = verdicts(inputs, t)["more_levels_help"]
+    assert found["verdict"] == claims.INCONCLUSIVE and found["ci_low"] < 0 < found["ci_high"]
+    assert found["difference"] == pytest.approx(0.012)                   # the point value stays the measured one
+    assert "retraining SD 0.01 per network" in found["resampling_unit"]
+    # a gap far beyond the retraining spread still decides
+    v["levels_4"]["final_crop_dice"] = crop_dice(0.80)
+    assert verdicts(inputs, t)["more_levels_help"]["verdict"] == claims.REPRODUCED
+    # params.yaml's SD (measured) is what the study uses; the claims without per-crop Dice ignore it
+    found, zero = verdicts(inputs), verdicts(inputs, case_bootstrap_only())
+    sd = thresholds()["ablation_training_sd"]
+    assert sd > 0 and f"retraining SD {sd:g} per network" in found["more_levels_help"]["resampling_unit"]
+    assert {k: c for k, c in found.items() if k not in USES["ablation"]} == \
+        {k: c for k, c in zero.items() if k not in USES["ablation"]}
+    assert found["bigger_costs_more"] == zero["bigger_costs_more"]
 
 
 # ----------------------------------------------------------------------------- cohorts lacking muscles
@@ -768,6 +815,24 @@ def test_a_cohort_of_seven_muscles_tests_only_what_it_can():
     assert overall["difference"] == pytest.approx(np.mean([anatomy.muscle(k).paper_dice_mean - 0.005 for k in SEVEN])
                                                   - paper7)
     assert overall["resampling_unit"] == "test case (n=2)"     # the interval's data agree with the JSON
+
+
+def test_stage1_localises_counts_the_regions_a_partial_cohort_labels():
+    """Estimated boxes are a share of the regions each test case labels (14 for 7 muscles per side), not of 70."""
+    inputs = partial_inputs(SEVEN)
+    inputs["cascade"] = {"cases": [{"case": "c1", "n_estimated_boxes": 4}, {"case": "c2", "n_estimated_boxes": 2}]}
+    found = verdicts(inputs)["stage1_localises"]
+    assert found["difference"] == pytest.approx((4 / 14 + 2 / 14) / 2)
+    assert found["measured"].startswith("3.0 of 14 boxes estimated per case (21%)")
+    assert found["verdict"] == claims.INCONCLUSIVE and found["resampling_unit"] == "test case (n=2)"
+    inputs["cascade"]["cases"][0]["n_estimated_boxes"] = 1
+    assert verdicts(inputs)["stage1_localises"]["verdict"] == claims.REPRODUCED    # 1/14 and 2/14 <= 0.2
+    whole = good_inputs()                                                          # a whole-leg cohort: of 70
+    assert verdicts(whole)["stage1_localises"]["measured"].startswith("2.0 of 70 boxes")
+    inputs["per_region"] = None                                                    # lacking muscles, no table
+    inputs["dice_table"]["muscles_absent"] = [m.key for m in anatomy.MUSCLES if m.key not in SEVEN]
+    found = verdicts(inputs)["stage1_localises"]
+    assert found["verdict"] == claims.NOT_TESTABLE and "no labelled region of test case(s) c1, c2" in found["reason"]
 
 
 def test_a_cohort_with_most_muscles_keeps_its_pattern_claims():

@@ -12,7 +12,11 @@ comparison carrying ``final_crop_dice`` over the same held-out crops (runs since
 variant's value is its **end-of-training crop Dice**: the mean of its Dice per (test case, side)
 crop, which is its last validation point (``final_dice`` is the mean of the last two). The
 comparison then gets a paired bootstrap interval with the **test case** as the unit (both sides
-of a case are resampled together; the variants share the crops, so they stay paired). Without
+of a case are resampled together; the variants share the crops, so they stay paired), widened by
+the spread of retraining: each variant is trained once, and another seed or another CPU's kernels
+move its end-of-training Dice by more than the test cases show, so each resample shifts each
+variant's crops by a normal draw of SD ``claims.ablation_training_sd`` (measured by
+``benchmarks/ablation_training_noise.py``; 0 turns it off). Without
 per-crop Dice (older runs), with ``ablation_dice: best_dice``, and for ``early_dice`` and
 parameter counts, the value is that field and the verdict a point verdict ("no interval: ...").
 """
@@ -155,12 +159,15 @@ class Fig5:
 
     ``values``: group -> value compared; ``crops``: group -> ``(n_cases, 2)`` end-of-training
     crop Dice (sides right, left; NaN where missing), None without per-crop data; ``unit``: the
-    resampling unit, or why there is no interval; ``what``: the value's name for the report.
+    resampling unit, or why there is no interval; ``what``: the value's name for the report;
+    ``training_sd``: group -> SD of its value from retraining (params.yaml
+    ``claims.ablation_training_sd`` over the square root of the group's variant count).
     """
     values: dict
     crops: dict | None
     unit: str
     what: str
+    training_sd: dict | None = None
 
 
 def _crop_arrays(ctx, groups: Mapping) -> tuple[dict, str] | str:
@@ -204,13 +211,17 @@ def fig5(ctx, groups: Mapping, key: str | None = None, *, crops: bool = True) ->
         values = {k: float(np.mean([_value(ctx, v, key) for v in g])) for k, g in groups.items()}
         return Fig5(values, None, found, key)
     arrays, unit = found
+    sd = float(ctx.t["ablation_training_sd"])
+    if sd:
+        unit += f", retraining SD {sd:g} per network"
     values = {}
     for k, a in arrays.items():
         values[k] = float(np.nanmean(a)) if np.isfinite(a).any() else math.nan
         if not math.isfinite(values[k]):
             raise Untestable(f"{ctx.sources['ablation']}: no finite 'final_crop_dice' for "
                               f"{', '.join(repr(v['name']) for v in groups[k])}")
-    return Fig5(values, arrays, unit, "end-of-training crop Dice")
+    return Fig5(values, arrays, unit, "end-of-training crop Dice",
+                {k: sd / math.sqrt(len(g)) for k, g in groups.items()})
 
 
 def fig5_compare(f: Fig5, difference: Callable[[Mapping], float], rule: str, threshold: float) -> Comparison:
@@ -222,7 +233,8 @@ def fig5_compare(f: Fig5, difference: Callable[[Mapping], float], rule: str, thr
         return compare(point, rule, threshold, f.unit)
     keys = list(f.crops)
     return compare(point, rule, threshold, ([f.crops[k] for k in keys], f.unit),
-                   lambda *a: difference(dict(zip(keys, map(nanmean_units, a)))))
+                   lambda *a: difference(dict(zip(keys, map(nanmean_units, a)))),
+                   offset_sd=[(f.training_sd or {}).get(k, 0.0) for k in keys])
 
 
 def series(ctx, vary: str, key: str | None = None) -> tuple[Fig5, object]:

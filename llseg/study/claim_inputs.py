@@ -210,7 +210,9 @@ class Comparison:
     ``samples`` hold the data the difference rests on, one test unit (case or region) per
     entry of axis 0; ``statistic`` maps the arrays with a leading resample axis, shape
     ``(n_resamples, n_units, ...)``, to the differences, shape ``(n_resamples,)``. Without
-    samples the comparison has no interval and ``single`` says why.
+    samples the comparison has no interval and ``single`` says why. ``offset_sd`` (one per
+    sample, or empty) is the spread that resampling the units cannot show, e.g. retraining the
+    network the sample comes from (:func:`bootstrap_interval`).
     """
     difference: float
     rule: str
@@ -219,6 +221,7 @@ class Comparison:
     statistic: Callable | None = None
     unit: str = ""
     single: str = "single value"
+    offset_sd: tuple = ()
 
 
 def holds(x: float, rule: str, threshold: float) -> bool:
@@ -244,7 +247,7 @@ def interval_holds(low: float, high: float, rule: str, threshold: float) -> bool
 
 
 def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: float = 0.95,
-                       n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+                       n_resamples: int = 2000, seed: int = 0, offset_sd: Sequence = ()) -> tuple[float, float]:
     """Paired percentile bootstrap interval of ``statistic`` (``scipy.stats.bootstrap``).
 
     Parameters
@@ -257,6 +260,11 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
         Confidence level of the two-sided interval.
     n_resamples, seed : int, optional
         Resamples drawn and the seed of their generator (same seed, same interval).
+    offset_sd : sequence of float, optional
+        One per sample (or empty: none): in each resample, every unit of that sample is shifted
+        by one normal draw of this SD (seeded by ``seed``). It adds the variation the units do
+        not hold, e.g. that of retraining the network whose outputs the sample holds, to the
+        interval; the statistic's mean over units is shifted by the draw.
 
     Returns
     -------
@@ -273,11 +281,20 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
     if n < 2 or any(len(a) != n for a in arrays):
         raise ValueError(f"need >= 2 units shared by every sample, got lengths {[len(a) for a in arrays]}")
 
+    sds = [float(x) for x in offset_sd]
+    if sds and (len(sds) != len(arrays) or min(sds) < 0):
+        raise ValueError(f"offset_sd: need {len(arrays)} SDs >= 0, one per sample, got {sds}")
+    offsets = np.random.default_rng([int(seed), 1])          # a stream of its own: same seed, same interval
+
     def on_units(index, axis=-1):  # scipy resamples unit indices: the arrays stay paired
         flat = np.asarray(index).reshape(-1, n)
+        drawn = [a[flat] for a in arrays]
+        if any(sds):
+            drawn = [d + offsets.normal(0.0, sd, len(flat)).reshape(-1, *[1] * (d.ndim - 1)) if sd else d
+                     for d, sd in zip(drawn, sds)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: nan-aware means
-            out = np.asarray(statistic(*[a[flat] for a in arrays]), dtype=float)
+            out = np.asarray(statistic(*drawn), dtype=float)
         return out.reshape(np.shape(index)[:-1])
 
     res = stats.bootstrap((np.arange(n),), on_units, vectorized=True, n_resamples=int(n_resamples),
@@ -286,10 +303,12 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def compare(difference: float, rule: str, threshold: float, resample=None, statistic: Callable | None = None) -> Comparison:
+def compare(difference: float, rule: str, threshold: float, resample=None, statistic: Callable | None = None,
+            offset_sd: Sequence = ()) -> Comparison:
     """A :class:`Comparison`; ``resample`` is ``(samples, unit)`` from :func:`by_case` / :func:`fig4_regions`,
     or a str saying why there is nothing to resample (a single value). Data whose statistic is
-    not ``difference`` (files of different runs) give no interval, with the reason."""
+    not ``difference`` (files of different runs) give no interval, with the reason. ``offset_sd``:
+    as in :func:`bootstrap_interval`."""
     if resample is None or isinstance(resample, str):
         return Comparison(float(difference), rule, float(threshold), single=resample or "single value")
     samples, unit = resample
@@ -299,7 +318,8 @@ def compare(difference: float, rule: str, threshold: float, resample=None, stati
     if not np.isclose(point, difference, rtol=1e-6, atol=1e-9):  # e.g. a table from another run than the JSON
         return Comparison(float(difference), rule, float(threshold),
                           single=f"no interval: the data to resample give {point:+.4g}, not {difference:+.4g}")
-    return Comparison(float(difference), rule, float(threshold), tuple(samples), statistic, unit)
+    return Comparison(float(difference), rule, float(threshold), tuple(samples), statistic, unit,
+                      offset_sd=tuple(float(x) for x in offset_sd))
 
 
 def _case_arrays(rows, columns, stage) -> tuple[list[str], list[np.ndarray]]:

@@ -94,7 +94,7 @@ THRESHOLD_KEYS = (
     "volume_error_tolerance_pct", "msd_tolerance_mm", "most_share", "min_abs_spearman",
 )
 #: params.yaml ``claims:`` interval settings (optional here; params.py validates them).
-BOOTSTRAP_DEFAULTS = {"confidence": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0}
+BOOTSTRAP_DEFAULTS = {"confidence": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0, "ablation_training_sd": 0.0}
 _ABLATION_DICE = ("final_dice", "best_dice")
 
 
@@ -147,7 +147,8 @@ def judge(comparison: Comparison, *, confidence: float = 0.95, n_resamples: int 
     if not resample:
         verdict = REPRODUCED if holds(c.difference, c.rule, c.threshold) else NOT_REPRODUCED
         return {"verdict": verdict, **out, "interval": f"{c.difference:+.3g} ({single})"}
-    low, high = bootstrap_interval(c.samples, c.statistic, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    low, high = bootstrap_interval(c.samples, c.statistic, confidence=confidence, n_resamples=n_resamples, seed=seed,
+                                   offset_sd=c.offset_sd)
     inside = interval_holds(low, high, c.rule, c.threshold)
     verdict = INCONCLUSIVE if inside is None else REPRODUCED if inside else NOT_REPRODUCED
     return {"verdict": verdict, **out, "ci_low": low, "ci_high": high,
@@ -307,7 +308,10 @@ def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequ
         "this cohort's test labels lack (reason given). "
         f"The interval column gives the value (mostly a difference) the rule compares with its threshold and, where the data "
         f"have one value per test unit, its {confidence:.0%} paired percentile bootstrap interval ({resamples} "
-        "resamples, seeded; the resampling unit is named: a test case carries all its regions). A verdict is "
+        "resamples, seeded; the resampling unit is named: a test case carries all its regions). Figure 5's "
+        "variants are each trained once: where a retraining SD is named, every resample also shifts each "
+        "network's Dice by a normal draw of that SD (params.yaml `claims.ablation_training_sd`, measured by "
+        "retraining with other seeds), so that a difference another seed or CPU could undo does not decide. A verdict is "
         "\"reproduced\" or \"not reproduced\" only when the interval lies wholly on one side of the threshold, "
         "else \"inconclusive\"; a difference of single values (\"no interval\") keeps a point verdict.",
         "",
@@ -404,7 +408,8 @@ def write_claims(metrics_dir, table, out, json_out, *, thresholds: Mapping, stag
     io.write_json(json_out, {"profile": profile, "n_claims": len(found),
                              **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()},
                              "confidence": t["confidence"], "bootstrap_resamples": t["bootstrap_resamples"],
-                             "bootstrap_seed": t["bootstrap_seed"], "claims": found})
+                             "bootstrap_seed": t["bootstrap_seed"], "ablation_training_sd": t["ablation_training_sd"],
+                             "claims": found})
     io.write_text(out, claims_markdown(found, profile=profile, notes=notes, confidence=t["confidence"],
                                        resamples=t["bootstrap_resamples"]))
     return counts
