@@ -117,6 +117,14 @@ def verdicts(ablation_metrics: dict, thresholds: dict) -> dict:
     return {r["id"]: r for r in claims.evaluate_claims(inputs, thresholds, sources=sources) if r["id"] in ids}
 
 
+def _fcn_early_shortfall(doc: dict) -> float | None:
+    v = doc.get("variants", {})
+    try:
+        return float(min(v["unet_5"]["early_dice"], v["segnet_5"]["early_dice"]) - v["fcn8s_5"]["early_dice"])
+    except (KeyError, TypeError):
+        return None
+
+
 def isa_run(params, isa, folder, preprocessed, jobs) -> tuple[Path, Path]:
     return train_all(params, list(params["ablation"]["variants"]), folder, preprocessed, training_env(isa), jobs)
 
@@ -192,6 +200,14 @@ def main() -> int:
             rows = verdict_table(docs, thresholds, sds)
             result["seed_verdicts"] = rows
             print_verdicts(rows, list(docs))
+            # fcn_worse_early compares the curves' first quarter (no per-crop data, so no interval):
+            # how far does its value move between seeds?
+            early = {name: _fcn_early_shortfall(doc) for name, doc in docs.items()}
+            result["fcn_early_shortfall"] = early
+            values = [x for x in early.values() if x is not None]
+            if len(values) > 1:
+                print("\nfcn_worse_early: FCN-8s's early shortfall to min(U-Net, SegNet) per run: "
+                      + ", ".join(f"{x:+.3f}" for x in values) + f"; SD over the runs {np.std(values, ddof=1):.3f}")
 
     if args.isa or args.isa_runs:
         folder = Path(args.isa_runs) if args.isa_runs else work / f"isa_{args.isa}"

@@ -188,14 +188,34 @@ def cmd_cohort_params(args) -> int:
     return 0
 
 
+#: Peak memory of one phantom case being generated at the paper's size (downscale 1, measured 7.0
+#: GiB: benchmarks/bench_preprocess_scale.py); bounds the default number of cases at once.
+PHANTOM_GIB_PER_CASE = 7.0
+
+
+def _phantom_jobs() -> int:
+    """One phantom case per core, at most as many as the available memory holds."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        import psutil  # a DVC dependency
+
+        by_memory = int(psutil.virtual_memory().available / 2**30 // PHANTOM_GIB_PER_CASE)
+    except ImportError:
+        by_memory = cores
+    return max(1, min(cores, by_memory))
+
+
 def cmd_phantom(args) -> int:
     from .phantom import write_cohort
 
     p = section(load_params(args.params), "phantom", args.params)
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
     cases = write_cohort(args.out, n_subjects=int(p["n_subjects"]), seed=int(p["seed"]),
                          spiral_fraction=float(p["spiral_fraction"]), downscale=float(p["downscale"]),
                          bias_strength=float(p["bias_strength"]), noise_sigma=float(p["noise_sigma"]),
-                         supersample=int(p["supersample"]), jobs=args.jobs, progress=not args.quiet)
+                         supersample=int(p["supersample"]), jobs=args.jobs or _phantom_jobs(),
+                         progress=not args.quiet)
     print(f"{args.out}: {len(cases)} phantom cases written")
     return 0
 
@@ -260,7 +280,7 @@ def cmd_preprocess(args) -> int:
     s = section(params, "split", args.params)
     manifest = pipeline.preprocess_cohort(args.data, args.out, **_preprocess_kwargs(section(params, "preprocess", args.params)),
                                           test_fraction=float(s["test_fraction"]), seed=int(s["seed"]),
-                                          progress=not args.quiet)
+                                          jobs=args.jobs, progress=not args.quiet)
     split = manifest["split"]
     print(f"{args.out}: {len(manifest['cases'])} case(s) preprocessed ({len(split['train'])} train / {len(split['test'])} test)")
     return 0
@@ -548,7 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
              "llseg phantom --out data")
     sp.add_argument("--params", default="params.yaml")
     sp.add_argument("--out", default="data")
-    sp.add_argument("-j", "--jobs", type=int, default=2, help="cases generated in parallel (default 2)")
+    sp.add_argument("-j", "--jobs", type=int, default=None,
+                    help="cases generated at once (default: one per core, at most one per 7 GiB of free memory); "
+                         "the cohort is the same for any count")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sp = add("check", cmd_check, "Validate a cohort folder (images/, labels/): geometry, labels, left/right; "
@@ -570,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--params", default="params.yaml")
     sp.add_argument("--data", default="data")
     sp.add_argument("--out", default="work/preprocessed")
+    sp.add_argument("-j", "--jobs", type=int, default=None,
+                    help="cases preprocessed at once (default: one per 2 cores, as N4 runs on 2 threads); the "
+                         "output is the same for any count")
     sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     sp = add("train-stage1", cmd_train_stage1, "Train the stage-1 network of one group (1..10).",

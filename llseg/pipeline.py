@@ -58,18 +58,39 @@ def _case_record(image: io.Volume, result: dict) -> dict:
     return record
 
 
+def _preprocess_one(data_dir, tmp, case, kwargs) -> dict:
+    """One case through ``preprocess.preprocess_case``, written under ``tmp``; returns its
+    manifest record."""
+    from . import cohort, preprocess
+
+    paths = cohort.case_paths(data_dir, case)
+    img = io.load_image(paths["image"])
+    lab = io.load_labels(paths["labels"], reference=img)
+    result = preprocess.preprocess_case(img.data, lab.data, img.affine, spacing_mm=img.spacing_mm, **kwargs)
+    for kind in ("image", "labels", "bias"):
+        dtype = np.uint8 if kind == "labels" else np.float32
+        io.save_nifti(Path(tmp) / kind / f"{case}.nii.gz", result[kind], result["affine"], dtype=dtype)
+    return _case_record(img, result)
+
+
 def preprocess_cohort(data_dir, out_dir, *, spacing_mm, fov_mm, n4: bool, n4_shrink: int, n4_iterations,
-                      test_fraction: float, seed: int, progress: bool = True) -> dict:
+                      test_fraction: float, seed: int, jobs: int | None = None, progress: bool = True) -> dict:
     """Split a cohort and bring every case onto the study grid (paper section 2.1).
 
     Writes ``out_dir/{image,labels,bias}/<case>.nii.gz`` and ``out_dir/manifest.json``
     (split, grid, and per case the CoV before/after N4 and its geometry) as one atomic folder.
+    ``jobs`` cases run at once (processes; None: one per ``preprocess.N4_THREADS`` cores, so
+    every core works); 1 runs them one after the other in this process. N4 runs on
+    ``preprocess.N4_THREADS`` threads in every case, so the output does not depend on ``jobs``
+    or on the machine's core count.
 
     Returns
     -------
     dict
         The manifest.
     """
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm.auto import tqdm
 
     from . import cohort, preprocess
@@ -77,22 +98,36 @@ def preprocess_cohort(data_dir, out_dir, *, spacing_mm, fov_mm, n4: bool, n4_shr
     cases = cohort.list_cases(data_dir)
     split = cohort.split_cases(cases, test_fraction=float(test_fraction), seed=int(seed))
     spacing, target_xy = _grid(spacing_mm, fov_mm)
+    kwargs = {"target_spacing_mm": spacing, "target_xy": target_xy, "n4": bool(n4), "shrink_factor": int(n4_shrink),
+              "iterations": [int(i) for i in n4_iterations]}
     manifest = {"split": split, "spacing_mm": list(spacing), "matrix_xy": target_xy, "cases": {}}
+    if jobs is None:
+        jobs = max(1, _cores() // preprocess.N4_THREADS)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    jobs = min(jobs, len(cases))
+    bar = tqdm(total=len(cases), desc="preprocess (N4)", unit="case", disable=not progress)
     with io.atomic_dir(out_dir) as tmp:
-        for case in tqdm(cases, desc="preprocess (N4)", unit="case", disable=not progress):
-            paths = cohort.case_paths(data_dir, case)
-            img = io.load_image(paths["image"])
-            lab = io.load_labels(paths["labels"], reference=img)
-            result = preprocess.preprocess_case(
-                img.data, lab.data, img.affine, spacing_mm=img.spacing_mm, target_spacing_mm=spacing,
-                target_xy=target_xy, n4=bool(n4), shrink_factor=int(n4_shrink),
-                iterations=[int(i) for i in n4_iterations])
-            for kind in ("image", "labels", "bias"):
-                dtype = np.uint8 if kind == "labels" else np.float32
-                io.save_nifti(tmp / kind / f"{case}.nii.gz", result[kind], result["affine"], dtype=dtype)
-            manifest["cases"][case] = _case_record(img, result)
+        if jobs == 1:
+            for case in cases:
+                manifest["cases"][case] = _preprocess_one(data_dir, tmp, case, kwargs)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {case: pool.submit(_preprocess_one, data_dir, tmp, case, kwargs) for case in cases}
+                for case in cases:   # manifest in case order
+                    manifest["cases"][case] = futures[case].result()
+                    bar.update(1)
         io.write_json(tmp / "manifest.json", manifest)
+    bar.close()
     return manifest
+
+
+def _cores() -> int:
+    """The cores this process may use."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def load_split(preprocessed, which: str, *, images: bool = True, labels: bool = True):

@@ -33,6 +33,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Threads of every N4 run. ITK splits N4's B-spline fit over its threads and sums the parts, so
+#: the field depends on the thread count (measured: 1 vs 2 threads give other bytes at 1 x 1 x 5
+#: mm, ``benchmarks/bench_preprocess_scale.py``). Fixed, the output is the same on any machine;
+#: 2 is what the committed results were made with (SimpleITK's default on a 2-core machine).
+#: ``pipeline.preprocess_cohort`` uses the other cores by running cases side by side.
+N4_THREADS = 2
+
 
 def _to_sitk(volume: np.ndarray, spacing_mm) -> sitk.Image:
     img = sitk.GetImageFromArray(np.ascontiguousarray(np.transpose(volume, (2, 1, 0))))
@@ -122,8 +129,13 @@ def n4_correct(image: np.ndarray, spacing_mm, *, mask: np.ndarray | None = None,
     n4.SetConvergenceThreshold(convergence_threshold)
     extent = [n * s for n, s in zip(small.GetSize(), small.GetSpacing())]
     n4.SetNumberOfControlPoints([max(4, int(e / spline_distance_mm) + 3) for e in extent])
-    n4.Execute(small, small_mask)
-    log_bias = _from_sitk(n4.GetLogBiasFieldAsImage(img)).astype(np.float32)
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(N4_THREADS)   # N4's inner filters take the global count
+    try:
+        n4.Execute(small, small_mask)
+        log_bias = _from_sitk(n4.GetLogBiasFieldAsImage(img)).astype(np.float32)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     bias = np.exp(log_bias)
     return (image / bias).astype(np.float32), bias.astype(np.float32)
 

@@ -249,3 +249,18 @@ def test_predict_writes_one_pair_of_tables_per_output_folder(tmp_path, cohort_di
     _check_tables(out / "llseg_labels.ctbl", out / "llseg_itksnap.txt")
     labels = io.load_labels(out / "labels" / f"{test_cases[0]}.nii.gz")
     assert max(np.unique(labels.data)) <= 70
+
+
+def test_phantom_jobs_default_to_the_cores_the_memory_allows(monkeypatch, tmp_path, capsys):
+    import types
+
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    fake = types.SimpleNamespace(virtual_memory=lambda: types.SimpleNamespace(available=50 * 2**30))
+    monkeypatch.setitem(__import__("sys").modules, "psutil", fake)
+    assert cli._phantom_jobs() == 7                      # 50 GiB free / 7 GiB per case, below 16 cores
+    fake.virtual_memory = lambda: types.SimpleNamespace(available=500 * 2**30)
+    assert cli._phantom_jobs() == 16                     # the cores
+    fake.virtual_memory = lambda: types.SimpleNamespace(available=2 * 2**30)
+    assert cli._phantom_jobs() == 1                      # at least one
+    assert cli.main(["phantom", "--out", str(tmp_path / "data"), "--jobs", "0"]) != 0
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err and not (tmp_path / "data").exists()

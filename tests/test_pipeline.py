@@ -35,6 +35,23 @@ def preprocessed(lps_cohort, tmp_path):
     return out, manifest
 
 
+def test_preprocess_cohort_in_parallel_writes_the_same_files(lps_cohort, tmp_path):
+    """Cases preprocessed two at a time (N4 on, each on its share of the cores): the same files and manifest
+    as one after the other."""
+    grid = {**GRID, "n4": True, "n4_iterations": [3, 2]}
+    one = pipeline.preprocess_cohort(lps_cohort, tmp_path / "one", **grid, test_fraction=0.5, seed=0, progress=False)
+    two = pipeline.preprocess_cohort(lps_cohort, tmp_path / "two", **grid, test_fraction=0.5, seed=0, jobs=2,
+                                     progress=False)
+    assert one == two and list(two["cases"]) == ["a", "b"]
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.nii.gz"))
+    assert len(files) == 6
+    for f in files:
+        assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        pipeline.preprocess_cohort(lps_cohort, tmp_path / "bad", **grid, test_fraction=0.5, seed=0, jobs=0)
+    assert not (tmp_path / "bad").exists()
+
+
 @pytest.fixture
 def fake_cascade(monkeypatch):
     """No trained networks: every study-grid voxel gets label ``flat index % 71``."""
