@@ -16,28 +16,26 @@ import argparse
 import filecmp
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llseg import io, pipeline  # noqa: E402
+from llseg import cli, io, pipeline, runinfo  # noqa: E402
 from llseg.phantom import write_cohort  # noqa: E402
 
 
-def profile_params(name: str) -> dict:
-    """params.yaml with ``profiles.<name>`` applied (dotted keys)."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for dotted, value in params["profiles"][name].items():
-        section, key = dotted.split(".", 1)
-        params[section][key] = value
-    return params
+def profile_params(name: str, folder: Path) -> dict:
+    """params.yaml with ``profiles.<name>`` applied (``llseg profile`` on a copy in ``folder``)."""
+    path = folder / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", path)
+    cli.apply_profile(path, name)
+    return cli.load_params(path)
 
 
 def _phantom(out, p, n, jobs):
@@ -80,16 +78,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--cases", type=int, default=4)
-    ap.add_argument("--jobs", type=int, default=pipeline._cores())
+    ap.add_argument("--jobs", type=int, default=runinfo.usable_cores())
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
-    params = profile_params(args.profile)
-    ph, pre = params["phantom"], params["preprocess"]
     work = Path(tempfile.mkdtemp(prefix="llseg_scale_"))
+    params = profile_params(args.profile, work)
+    ph, pre = params["phantom"], params["preprocess"]
     print(f"profile {args.profile}: phantom downscale {ph['downscale']}, supersample {ph['supersample']}; "
           f"preprocess to {pre['spacing_mm']} mm, N4 iterations {pre['n4_iterations']}; {args.cases} cases, "
-          f"1 job vs {args.jobs} on {pipeline._cores()} cores")
-    out = {"profile": args.profile, "cases": args.cases, "jobs": args.jobs, "cores": pipeline._cores()}
+          f"1 job vs {args.jobs} on {runinfo.usable_cores()} cores")
+    out = {"profile": args.profile, "cases": args.cases, "jobs": args.jobs, "cores": runinfo.usable_cores()}
     rows = {}
     for jobs in (1, args.jobs):
         rows[("phantom", jobs)] = _timed_in_child(_phantom, work / f"data_j{jobs}", ph, args.cases, jobs)

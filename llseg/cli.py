@@ -195,14 +195,9 @@ PHANTOM_GIB_PER_CASE = 7.0
 
 def _phantom_jobs() -> int:
     """One phantom case per core, at most as many as the available memory holds."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        import psutil  # a DVC dependency
+    from .repro import default_jobs
 
-        by_memory = int(psutil.virtual_memory().available / 2**30 // PHANTOM_GIB_PER_CASE)
-    except ImportError:
-        by_memory = cores
-    return max(1, min(cores, by_memory))
+    return default_jobs(PHANTOM_GIB_PER_CASE)
 
 
 def cmd_phantom(args) -> int:

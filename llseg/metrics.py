@@ -56,7 +56,6 @@ References
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -64,7 +63,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-from . import _surface, _validate
+from . import _surface, _validate, runinfo
 from .anatomy import N_REGIONS, REGIONS, region_name
 
 __all__ = [
@@ -415,7 +414,7 @@ def _region_metrics(p: np.ndarray, t: np.ndarray, spacing: tuple[float, ...]) ->
 
 def _n_threads(threads, n_tasks: int) -> int:
     if threads is None:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = runinfo.usable_cores()
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     return max(1, min(int(threads), n_tasks))

@@ -102,7 +102,7 @@ def preprocess_cohort(data_dir, out_dir, *, spacing_mm, fov_mm, n4: bool, n4_shr
               "iterations": [int(i) for i in n4_iterations]}
     manifest = {"split": split, "spacing_mm": list(spacing), "matrix_xy": target_xy, "cases": {}}
     if jobs is None:
-        jobs = max(1, _cores() // preprocess.N4_THREADS)
+        jobs = max(1, runinfo.usable_cores() // preprocess.N4_THREADS)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     jobs = min(jobs, len(cases))
@@ -121,13 +121,6 @@ def preprocess_cohort(data_dir, out_dir, *, spacing_mm, fov_mm, n4: bool, n4_shr
         io.write_json(tmp / "manifest.json", manifest)
     bar.close()
     return manifest
-
-
-def _cores() -> int:
-    """The cores this process may use."""
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def load_split(preprocessed, which: str, *, images: bool = True, labels: bool = True):

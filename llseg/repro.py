@@ -38,6 +38,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from . import runinfo
+
 TRAINING_STAGES = ("train_stage1", "train_variant", "train_stage2")  # launch order: longest kinds first
 # (cpu profile, two at a time: 72, 58 and 49 s per stage on average)
 UPSTREAM = ("preprocess",)  # dvc repro of these brings every dependency of the training stages up to date
@@ -56,17 +58,17 @@ logger = logging.getLogger(__name__)
 
 def _cores() -> int:
     """The cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return runinfo.usable_cores()
 
 
-def default_jobs() -> int:
+def default_jobs(gib_per_job: float = GIB_PER_JOB) -> int:
     """One job per core this process may use, but no more than the available memory holds at
-    ``GIB_PER_JOB`` each (``psutil``, a DVC dependency); at least 1."""
+    ``gib_per_job`` each (``psutil``, a DVC dependency); at least 1."""
     cores = _cores()
     try:
         import psutil
 
-        by_memory = int(psutil.virtual_memory().available / 2**30 // GIB_PER_JOB)
+        by_memory = int(psutil.virtual_memory().available / 2**30 // gib_per_job)
     except ImportError:
         by_memory = cores
     return max(1, min(cores, by_memory))

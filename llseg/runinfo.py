@@ -93,6 +93,11 @@ def device_line(gpus: list[str] | None = None, backend: str | None = None) -> st
     return line
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may use (its affinity where the OS tells it), at least 1."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def environment() -> dict:
     """CPU, threads, Keras backend, oneDNN settings and library versions of this process.
 
