@@ -3,8 +3,11 @@
 For every test case of the committed study (``work/preprocessed/manifest.json``), the raw phantom
 scan is cut to the subject's own hip-to-knee and knee-to-ankle stretch (``llseg.phantom.cuts``)
 and segmented by ``llseg segment``'s code path (``pipeline.segment_scan``) with the committed
-models and ``--coverage thigh`` / ``--coverage calf``. Compared, on the same slices, with the
-committed whole-scan segmentation (``work/predictions/labels``):
+models and ``--coverage thigh`` / ``--coverage calf`` (``--coverage-from preset``, the default), or
+without ``--coverage``, the coverage estimated from the scan's body outline
+(``--coverage-from outline``; needs ``models/stage1/body_profile.json``; its error against the
+preset is printed). Compared, on the same slices, with the committed whole-scan segmentation
+(``work/predictions/labels``):
 
 - mean Dice over the regions in the field of view (ground truth has voxels in the cut), cut vs
   whole scan;
@@ -45,6 +48,8 @@ def main() -> int:
     ap.add_argument("--json", help="write the per-case results here")
     ap.add_argument("--cut-padding", default="edge", choices=coverage.CUT_PADDING_MODES,
                     help="llseg segment --cut-padding (default edge)")
+    ap.add_argument("--coverage-from", default="preset", choices=("preset", "outline"),
+                    help="give the cut's coverage (preset, default) or let segment estimate it from the body outline")
     args = ap.parse_args()
 
     params = load_params(ROOT / "params.yaml")
@@ -66,7 +71,8 @@ def main() -> int:
                 nib.save(img_cut, path)
                 t0 = time.perf_counter()
                 found = pipeline.segment_scan(path, tmp / f"{case}_{name}_seg.nii.gz", ROOT / "models", progress=False,
-                                              scan_coverage=name, cut_padding=args.cut_padding,
+                                              scan_coverage=name if args.coverage_from == "preset" else None,
+                                              cut_padding=args.cut_padding,
                                               **_preprocess_kwargs(section(params, "preprocess")),
                                               **_inference_kwargs(params))
                 seconds = time.perf_counter() - t0
@@ -79,6 +85,7 @@ def main() -> int:
                 missed = {lab: found["absent"].get(lab, "no voxel") for lab in in_view if lab not in reported}
                 d_cut, d_whole = _dice_by_region(seg, gt), _dice_by_region(ref, gt)
                 results.append({"case": case, "cut": name, "slices": [sl.start, sl.stop], "seconds": seconds,
+                                "coverage": list(found["coverage"]), "coverage_source": found["coverage_source"],
                                 "n_in_view": len(in_view), "outside_reported": outside,
                                 "in_view_absent": {str(k): v for k, v in missed.items()},
                                 "dice_cut": {str(k): v for k, v in d_cut.items()},
@@ -86,7 +93,8 @@ def main() -> int:
                 r = results[-1]
                 print(f"{case} {name:5s} slices {sl.start}-{sl.stop}: {len(in_view)} regions in view, mean Dice "
                       f"cut {np.mean(list(d_cut.values())):.3f} vs whole scan {np.mean(list(d_whole.values())):.3f}; "
-                      f"{len(outside)} reported outside the view; {len(missed)} in view absent; {seconds:.0f} s",
+                      f"{len(outside)} reported outside the view; {len(missed)} in view absent; coverage "
+                      f"{found['coverage'][0]:.3f}-{found['coverage'][1]:.3f} ({found['coverage_source']}); {seconds:.0f} s",
                       flush=True)
     print()
     print("| cut | cases | regions in view (mean) | mean Dice, cut scan | mean Dice, whole scan | difference | "
@@ -99,10 +107,19 @@ def main() -> int:
         whole_d = np.mean([np.mean(list(r["dice_whole"].values())) for r in rows])
         outside = sum(len(r["outside_reported"]) for r in rows)
         absent = sum(len(r["in_view_absent"]) for r in rows)
+        err = np.abs(np.array([r["coverage"] for r in rows]) - np.array(coverage.COVERAGE_PRESETS[name]))
         summary[name] = {"mean_dice_cut": cut_d, "mean_dice_whole": whole_d, "outside_reported": outside,
-                         "in_view_absent": absent, "n_cases": len(rows)}
+                         "in_view_absent": absent, "n_cases": len(rows),
+                         "coverage_error_mean": err.mean(axis=0).tolist(), "coverage_error_max": err.max(axis=0).tolist()}
         print(f"| {name} | {len(rows)} | {np.mean([r['n_in_view'] for r in rows]):.1f} | {cut_d:.3f} | {whole_d:.3f} | "
               f"{cut_d - whole_d:+.3f} | {outside} | {absent} |")
+    if args.coverage_from == "outline":
+        print()
+        for name in ("thigh", "calf"):
+            s = summary[name]
+            print(f"{name}: estimated coverage vs {coverage.COVERAGE_PRESETS[name]}: mean |error| top "
+                  f"{s['coverage_error_mean'][0]:.3f}, bottom {s['coverage_error_mean'][1]:.3f}; max "
+                  f"{s['coverage_error_max'][0]:.3f}, {s['coverage_error_max'][1]:.3f}")
     # per muscle, both sides pooled
     print()
     for name in ("thigh", "calf"):
@@ -116,7 +133,8 @@ def main() -> int:
         for key, (c, w) in sorted(per.items(), key=lambda kv: anatomy.muscle(kv[0]).index):
             print(f"  {key:26s} {np.mean(c):.3f} / {np.mean(w):.3f}  (n={len(c)})")
     if args.json:
-        io.write_json(args.json, {"cut_padding": args.cut_padding, "summary": summary, "cases": results})
+        io.write_json(args.json, {"cut_padding": args.cut_padding, "coverage_from": args.coverage_from,
+                                  "summary": summary, "cases": results})
     return 0
 
 

@@ -339,6 +339,16 @@ def cmd_box_priors(args) -> int:
     return 0
 
 
+def cmd_body_profile(args) -> int:
+    from . import pipeline
+
+    record = pipeline.write_body_profile(args.preprocessed, args.out)
+    covered = [u for u, a in zip(record["fractions"], record["area_mm2"]) if a is not None]
+    print(f"{args.out}: body outline of {record['n_cases']} training case(s), "
+          f"{covered[0]:.2f}-{covered[-1]:.2f} of the T12-to-ankle span")
+    return 0
+
+
 def _stage2_settings(params, key: str) -> dict:
     """The stage2 section with the muscle's overrides (``stage2_muscles.<key>``) applied."""
     p = dict(section(params, "stage2"))
@@ -455,7 +465,7 @@ def cmd_segment(args) -> int:
         by_reason: dict = {}
         for lab, reason in found["absent"].items():
             by_reason.setdefault(reason, []).append(lab)
-        print(f"coverage {top:.2f}-{bottom:.2f} of the T12-to-ankle span; absent: " + "; ".join(
+        print(f"coverage {top:.2f}-{bottom:.2f} of the T12-to-ankle span ({found['coverage_source']}); absent: " + "; ".join(
             f"{len(labs)} {reason}" for reason, labs in sorted(by_reason.items())) + " (see the volumes CSV)")
     return 0
 
@@ -606,6 +616,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preprocessed", default="work/preprocessed")
     sp.add_argument("--out", required=True)
 
+    sp = add("body-profile", cmd_body_profile, "Record the training cases' body outline along the leg, from which "
+             "`llseg segment` estimates what a short scan covers.",
+             "llseg body-profile --out models/stage1/body_profile.json")
+    sp.add_argument("--preprocessed", default="work/preprocessed")
+    sp.add_argument("--out", required=True)
+
     sp = add("train-stage2", cmd_train_stage2, "Train the stage-2 network of one muscle (both sides, mirrored).",
              "llseg train-stage2 --muscle adductor_brevis --out models/stage2/adductor_brevis.keras")
     sp.add_argument("--muscle", required=True, help="muscle key or Table-1 name (see llseg.anatomy)")
@@ -683,7 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "like label ids (by default such an image is refused as a label map)")
     sp.add_argument("--coverage", help="the stretch of the leg the scan covers: whole, pelvis_knee, thigh (hip to "
                     "knee joint), calf (knee to ankle joint), or TOP:BOTTOM fractions of the T12 (0) to ankle (1) "
-                    "span; default: whole leg, required for a scan shorter than 800 mm. Muscles outside it are "
+                    "span; default: whole leg for a scan of 800 mm or more, else estimated from the body outline "
+                    "(models/stage1/body_profile.json; printed). Muscles outside it are "
                     "reported absent ('not in field of view' in the volumes CSV)")
     sp.add_argument("--cut-padding", choices=("edge", "reflect", "none"), default="edge",
                     help="on a partial scan, how the networks see a body part or muscle cut by the scan's ends: "

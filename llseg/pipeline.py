@@ -10,6 +10,7 @@ Layout of a study (the defaults of the CLI)::
     work/preprocessed/{image,labels,bias}/   study grid + manifest.json    preprocess_cohort
     models/stage1/group_NN.keras (+ .json)   stage-1 networks             train_stage1_group
     models/stage1/box_priors.json            box priors                   write_box_priors
+    models/stage1/body_profile.json          body outline along the leg   write_body_profile
     models/stage2/<muscle>.keras (+ .json)   stage-2 networks             train_stage2_muscle
     work/predictions/                        test-case label maps         predict_cases
 """
@@ -31,6 +32,8 @@ __all__ = [
     "load_split",
     "train_stage1_group",
     "write_box_priors",
+    "write_body_profile",
+    "load_body_profile",
     "train_stage2_muscle",
     "write_training_record",
     "load_cascade",
@@ -266,6 +269,37 @@ def write_box_priors(preprocessed, out) -> dict:
     priors = box_priors.fit_box_priors(labels)
     io.write_json(out, priors)
     return priors
+
+
+def write_body_profile(preprocessed, out) -> dict:
+    """The training cases' body outline along the leg (``coverage.reference_body_profile``), from
+    which ``llseg segment`` estimates what a short scan without ``--coverage`` covers; written to ``out``."""
+    from . import coverage
+
+    manifest, _, images, labels = load_split(preprocessed, "train")
+    spacing = [float(s) for s in manifest["spacing_mm"]]
+    profiles = [coverage.body_area_profile(image, spacing) for image in images]
+    reference = coverage.reference_body_profile(profiles, scan_coverages(labels, spacing[2]), spacing[2])
+    record = {"fractions": [round(float(u), 6) for u in coverage.PROFILE_GRID],
+              "area_mm2": [None if np.isnan(a) else round(float(a), 1) for a in reference],
+              "n_cases": len(images), "spacing_mm": spacing}
+    io.write_json(out, record)
+    return record
+
+
+def load_body_profile(path) -> np.ndarray | None:
+    """``write_body_profile``'s reference (NaN where no case covered it), or None when ``path``
+    does not exist (models trained before it: short scans then need ``--coverage``)."""
+    from . import coverage
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    record = io.read_json(path)
+    if not np.allclose(record["fractions"], coverage.PROFILE_GRID, atol=1e-6):
+        raise ValueError(f"{path}: sampled at other fractions of the leg than this llseg expects; "
+                         "rerun `llseg body-profile`")
+    return np.array([np.nan if a is None else a for a in record["area_mm2"]], float)
 
 
 def train_stage2_muscle(preprocessed, out, *, muscle: str, levels: int, root_filters: int, iterations: int,
@@ -513,8 +547,9 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
 
     ``image`` is the scan's path, or the scan already read by ``io.load_image`` (not read again).
     ``scan_coverage`` says which stretch of the leg it covers (``coverage.parse_coverage``: a
-    preset such as ``"thigh"`` or ``(top, bottom)``); None = whole leg, which a scan shorter than
-    ``coverage.WHOLE_LEG_MIN_MM`` cannot be (error). Regions outside it are reported absent;
+    preset such as ``"thigh"`` or ``(top, bottom)``); None = whole leg, or for a scan shorter than
+    ``coverage.WHOLE_LEG_MIN_MM`` an estimate from its body outline (``coverage.coverage_of_scan``
+    with the models' ``stage1/body_profile.json``; an error without one). Regions outside it are reported absent;
     ``cut_padding`` is ``cascade.run_stage1``'s (``"none"`` for models trained on partial scans).
 
     Writes ``out_path`` (the 70-region label map) and beside it ``<stem>_volumes.csv``
@@ -524,7 +559,8 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
     Returns
     -------
     dict
-        ``n_regions`` found, ``coverage``, ``absent`` {region label: reason},
+        ``n_regions`` found, ``coverage``, ``coverage_source`` (``coverage.coverage_of_scan``),
+        ``absent`` {region label: reason},
         ``seconds_preprocess``, ``seconds_stage1`` and ``seconds_stage2`` (networks and merging).
     """
     from . import cascade, contours, coverage, export, preprocess
@@ -541,11 +577,17 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         if min(img.data.shape) < 2:
             raise ValueError(f"{image_path}: a 3-D volume needs at least 2 voxels on every axis, "
                              f"got shape {img.data.shape}")
-        check_models_folder(models_dir)      # cheap checks first: a missing folder, a short scan
-        try:
-            scan_coverage = coverage.coverage_of_scan(img.data.shape[2], img.spacing_mm[2], coverage=scan_coverage)
-        except ValueError as exc:
-            raise ValueError(f"{image_path}: {exc}") from None
+        root = check_models_folder(models_dir)      # cheap checks first: a missing folder, a short scan
+        body_reference = load_body_profile(root / "stage1" / "body_profile.json")
+        # A short scan without --coverage: estimated from its outline after preprocessing, if the models can.
+        from_outline = (scan_coverage is None and body_reference is not None
+                        and img.data.shape[2] * img.spacing_mm[2] < coverage.WHOLE_LEG_MIN_MM)
+        if not from_outline:
+            try:
+                scan_coverage, coverage_source = coverage.coverage_of_scan(
+                    img.data.shape[2], img.spacing_mm[2], coverage=scan_coverage, return_source=True)
+            except ValueError as exc:
+                raise ValueError(f"{image_path}: {exc}") from None
         s1, s2, priors, record1 = load_cascade(models_dir)
         kwargs = _cascade_kwargs(record1, priors, n_tta_boxes=n_tta_boxes, ratio_range=ratio_range, seed=seed,
                                  threshold=threshold, closing_radius_vox=closing_radius_vox, cut_padding=cut_padding)
@@ -560,6 +602,13 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         except (ValueError, RuntimeError) as exc:  # SimpleITK reports through RuntimeError
             raise ValueError(f"{image_path}: cannot preprocess: {str(exc).splitlines()[0]}") from None
         t_pre = time.perf_counter() - t0
+        if from_outline:
+            profile = coverage.body_area_profile(pre["image"], spacing)
+            try:
+                scan_coverage, coverage_source = coverage.coverage_of_scan(
+                    pre["image"].shape[2], spacing[2], profile=profile, reference=body_reference, return_source=True)
+            except ValueError as exc:
+                raise ValueError(f"{image_path}: {exc}") from None
 
         step("stage 1")
         found = cascade.run_stage1(s1, pre["image"], priors=kwargs["priors"], part_ranges=kwargs["part_ranges"],
@@ -584,7 +633,8 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         io.write_csv(out.with_name(f"{stem}_volumes.csv"), volumes, fieldnames=export.VOLUME_COLUMNS)
         io.write_json(out.with_name(f"{stem}_contours.json"), region_contours)
         _write_label_tables(out.with_name(f"{stem}.ctbl"), out.with_name(f"{stem}_itksnap.txt"))
-    return {"n_regions": len(np.unique(canonical)) - 1, "coverage": scan_coverage, "absent": absent,
+    return {"n_regions": len(np.unique(canonical)) - 1, "coverage": scan_coverage, "coverage_source": coverage_source,
+            "absent": absent,
             "seconds_preprocess": t_pre,
             "seconds_stage1": sum(found["seconds_per_group"].values()),
             "seconds_stage2": sum(res["seconds_per_muscle"].values()) + res["seconds_postprocess"]}

@@ -673,3 +673,40 @@ def test_segment_a_thigh_cut_in_lps_reports_no_region_outside_the_view(study, mo
     for key in ("soleus", "gluteus_medius", "tibialis_anterior"):
         assert rows[key]["right_status"] == rows[key]["left_status"] == "not in field of view", rows[key]
         assert rows[key]["right_ml"] == rows[key]["left_ml"] == "", rows[key]
+
+
+def test_segment_a_thigh_cut_without_coverage_estimates_it_from_the_body_outline(study, model_cache, tmp_path,
+                                                                                capsys):
+    """With the training cases' body outline beside the models (``llseg body-profile``), the thigh
+    cut of a test case needs no --coverage: the coverage is estimated (printed with its source)
+    close to the hip-to-knee stretch, and no region of a muscle outside it is labelled."""
+    from llseg import coverage
+    from llseg.phantom import cuts
+    from llseg.phantom.subject import Subject
+
+    models = tmp_path / "models"
+    shutil.copytree(study["models"], models)
+    assert run_cli(["body-profile", "--preprocessed", str(study["preprocessed"]),
+                    "--out", str(models / "stage1" / "body_profile.json")]) == 0
+    assert "body outline of" in capsys.readouterr().out
+    case = study["test_cases"][0]
+    img = nib.as_closest_canonical(nib.load(str(study["data"] / "images" / f"{case}.nii.gz")))
+    lab = nib.as_closest_canonical(nib.load(str(study["data"] / "labels" / f"{case}.nii.gz")))
+    subject = Subject(**io.read_json(study["data"] / "subjects" / f"{case}.json")["subject"])
+    cut, _ = cuts.cut_case(img, lab, subject, coverage.COVERAGE_PRESETS["thigh"])
+    image = tmp_path / "thigh.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(cut.dataobj, np.float32), cut.affine), str(image))
+    out = tmp_path / "out" / "thigh_seg.nii.gz"
+    rc = cli.main(["segment", str(image), "-o", str(out), "--models", str(models), "--params", str(study["params"]), "-q"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    line = next(s for s in printed.out.splitlines() if s.startswith("coverage "))
+    assert "(body outline, misfit" in line
+    top, bottom = (float(v) for v in line.split()[1].split("-"))
+    assert (top, bottom) == pytest.approx(coverage.COVERAGE_PRESETS["thigh"], abs=0.05)
+    labelled = set(np.unique(io.load_labels(out).data).tolist()) - {0}
+    rows = {r["muscle"]: r for r in csv.DictReader(open(tmp_path / "out" / "thigh_seg_volumes.csv"))}
+    outside = {anatomy.label_id(key, side) for key, r in rows.items() for side in ("right", "left")
+               if r[f"{side}_status"] == "not in field of view"}
+    assert outside and not labelled & outside
+    assert {anatomy.label_id("soleus", "right"), anatomy.label_id("tibialis_anterior", "left")} <= outside

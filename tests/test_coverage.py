@@ -385,3 +385,97 @@ def test_slices_of_coverage_errors_on_an_empty_stretch(phantom_000):
 
 def test_part_with_exactly_005_in_view_is_kept():
     assert "upper_leg" in coverage.part_ranges_in_view((0.65, 1.0), stage1.DEFAULT_PART_RANGES)
+
+
+# --------------------------------------------------------------------------- body outline
+
+
+def _outline(u):
+    """A made-up body area (mm^2) along the span of the reference adult: a wide pelvis, the two
+    thighs tapering to a narrow knee, the calves bulging and tapering to the ankle."""
+    u = np.asarray(u, float)
+    return np.interp(u, [0.0, 0.15, 0.25, 0.58, 0.62, 0.72, 1.0],
+                     [60000, 64000, 36000, 18000, 14000, 20000, 6000])
+
+
+def _scan_profile(coverage_, scale, dz=10.0):
+    """The outline of a subject ``scale`` times the reference adult, scanned over ``coverage_``."""
+    top, bottom = coverage_
+    n = int(round((bottom - top) * scale * coverage.REFERENCE_SPAN_MM / dz))
+    u = bottom - (np.arange(n) + 0.5) / n * (bottom - top)
+    return scale ** 2 * _outline(u), n
+
+
+def test_body_area_profile_fills_holes_in_each_slice():
+    """A bright cylinder with a dark core (bone marrow, say) on a dark background: its area is
+    the whole disc, in mm^2, in every slice it crosses, and 0 where it is absent."""
+    x, y = np.mgrid[:40, :30]
+    r2 = (x - 20.0) ** 2 + (y - 15.0) ** 2
+    disc, core = r2 <= 10 ** 2, r2 <= 4 ** 2
+    image = np.zeros((40, 30, 5), np.float32)
+    image[:, :, 1:4] = np.where(disc & ~core, 100.0, 0.0)[:, :, None]
+    image += np.random.default_rng(0).normal(0, 1, image.shape).astype(np.float32)
+    areas = coverage.body_area_profile(image, (2.0, 3.0, 10.0))
+    assert areas.shape == (5,)
+    np.testing.assert_allclose(areas[1:4], disc.sum() * 6.0)
+    np.testing.assert_array_equal(areas[[0, 4]], 0.0)
+
+
+def test_reference_body_profile_undoes_each_subjects_scale():
+    """Two subjects of other sizes, one scanned whole and one from the hip to the knee: the
+    reference is the adult's outline where they are seen, NaN where none is (here: none)."""
+    whole, _ = _scan_profile(WHOLE, 1.1)
+    thigh, _ = _scan_profile(COVERAGE_PRESETS["thigh"], 0.9)
+    ref = coverage.reference_body_profile([whole, thigh], [WHOLE, COVERAGE_PRESETS["thigh"]], 10.0)
+    assert ref.shape == coverage.PROFILE_GRID.shape
+    inner = (coverage.PROFILE_GRID > 0.01) & (coverage.PROFILE_GRID < 0.99)
+    np.testing.assert_allclose(ref[inner], _outline(coverage.PROFILE_GRID[inner]), rtol=0.03)
+    calf_only = coverage.reference_body_profile([_scan_profile(COVERAGE_PRESETS["calf"], 1.0)[0]],
+                                                [COVERAGE_PRESETS["calf"]], 10.0)
+    assert np.isnan(calf_only[coverage.PROFILE_GRID < 0.59]).all()
+    assert not np.isnan(calf_only[(coverage.PROFILE_GRID > 0.61) & (coverage.PROFILE_GRID < 0.99)]).any()
+
+
+@pytest.mark.parametrize("name,scale", [("thigh", 1.0), ("calf", 1.15), ("pelvis_knee", 0.85), ("0.3:0.8", 1.05)])
+def test_coverage_from_profile_finds_the_stretch_and_the_size(name, scale):
+    ref = _outline(coverage.PROFILE_GRID)
+    truth = coverage.parse_coverage(name)
+    profile, n = _scan_profile(truth, scale)
+    found, misfit = coverage.coverage_from_profile(profile, 10.0, ref)
+    assert found == pytest.approx(truth, abs=0.02)
+    assert misfit < 0.05
+
+
+def test_coverage_from_profile_only_where_the_reference_has_data():
+    """A cohort of calf scans: a thigh scan cannot be placed in the thigh (no data there)."""
+    ref = np.where(coverage.PROFILE_GRID >= 0.6, _outline(coverage.PROFILE_GRID), np.nan)
+    found, _ = coverage.coverage_from_profile(_scan_profile(COVERAGE_PRESETS["calf"], 1.0)[0], 10.0, ref)
+    assert found == pytest.approx(COVERAGE_PRESETS["calf"], abs=0.02)
+    found, _ = coverage.coverage_from_profile(_scan_profile(COVERAGE_PRESETS["thigh"], 1.0)[0], 10.0, ref)
+    assert found[0] >= 0.6 - 0.04
+
+
+def test_coverage_of_scan_from_the_outline_and_its_source():
+    ref = _outline(coverage.PROFILE_GRID)
+    profile, n = _scan_profile(COVERAGE_PRESETS["thigh"], 1.0)
+    found, source = coverage.coverage_of_scan(n, 10.0, profile=profile, reference=ref, return_source=True)
+    assert found == pytest.approx(COVERAGE_PRESETS["thigh"], abs=0.02)
+    assert source.startswith("body outline, misfit 0.0")
+    # the other sources, in the order of the rule: given, scan length, labels
+    assert coverage.coverage_of_scan(n, 10.0, coverage="calf", profile=profile, reference=ref,
+                                     return_source=True) == (COVERAGE_PRESETS["calf"], "given")
+    assert coverage.coverage_of_scan(110, 10.0, profile=profile, reference=ref,
+                                     return_source=True) == (WHOLE, "scan length")
+    labels = np.zeros((6, 4, 40), np.uint8)
+    _place(labels, 0.20, "biceps_femoris_short")
+    assert coverage.coverage_of_scan(40, DZ_MM, labels=labels, profile=profile, reference=ref,
+                                     return_source=True)[1] == "labels"
+
+
+@pytest.mark.parametrize("profile", [np.random.default_rng(1).uniform(0, 60000, 45),         # noise
+                                     _scan_profile(COVERAGE_PRESETS["thigh"], 1.0)[0][::-1]])  # upside down
+def test_coverage_of_scan_refuses_an_outline_that_fits_nothing(profile):
+    """(A uniform cylinder is not refused by every reference: it looks like the pelvis of a small
+    adult here; the printed source and misfit, and --coverage, are the user's check.)"""
+    with pytest.raises(ValueError, match=r"does not match the training cohort's .*misfit.*--coverage"):
+        coverage.coverage_of_scan(profile.size, 10.0, profile=profile, reference=_outline(coverage.PROFILE_GRID))
