@@ -40,7 +40,8 @@ def _resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
 
 def run_stage1(models: Mapping[int, object], image: np.ndarray, *, priors: Mapping,
                part_ranges=stage1.DEFAULT_PART_RANGES, factor=(2, 2, 1), scan_coverage=coverage.WHOLE,
-               regions_by_group: Mapping[int, object] | None = None, cut_padding: str = "edge") -> dict:
+               regions_by_group: Mapping[int, object] | None = None, cut_padding: str = "edge",
+               view_margin: float = 0.0) -> dict:
     """Stage 1 on one image: boxes for every region in view, and the stage-1 label map itself.
 
     Parameters
@@ -63,6 +64,9 @@ def run_stage1(models: Mapping[int, object], image: np.ndarray, *, priors: Mappi
         On a partial scan, how a body part cut by the scan's ends is filled in to the extent
         the group's network was trained on (``coverage.CUT_PADDING_MODES``); the whole leg is
         never padded.
+    view_margin : float, optional
+        How far (fraction of the span) a muscle must reach past a cut end to be in view
+        (``coverage.regions_in_view``; ``coverage.ESTIMATE_VIEW_MARGIN`` for an estimated coverage).
 
     Returns
     -------
@@ -74,7 +78,8 @@ def run_stage1(models: Mapping[int, object], image: np.ndarray, *, priors: Mappi
         groups overlap, the more confident group wins), ``seconds_per_group`` {group: s}.
     """
     return _stage1(models, _validate.volume(image, "image"), priors, part_ranges, factor,
-                   coverage.parse_coverage(scan_coverage), regions_by_group or {}, _check_padding(cut_padding))
+                   coverage.parse_coverage(scan_coverage), regions_by_group or {}, _check_padding(cut_padding),
+                   float(view_margin))
 
 
 def _check_padding(mode: str) -> str:
@@ -84,7 +89,7 @@ def _check_padding(mode: str) -> str:
 
 
 def _stage1(models, image: np.ndarray, priors, part_ranges, factor, scan_coverage=coverage.WHOLE,
-            regions_by_group=None, cut_padding="edge") -> dict:
+            regions_by_group=None, cut_padding="edge", view_margin=0.0) -> dict:
     # run_stage1 for a checked image. On a whole-leg image every region a network has gets a
     # box (found, or estimated from the priors: the paper's rule). On a partial scan, regions
     # outside the field of view are absent even if a network marks them, and a missed region
@@ -92,7 +97,7 @@ def _stage1(models, image: np.ndarray, priors, part_ranges, factor, scan_coverag
     regions_by_group = regions_by_group or {}
     ranges = coverage.part_ranges_in_view(scan_coverage, part_ranges)
     whole = tuple(scan_coverage) == coverage.WHOLE
-    in_view = set(coverage.regions_in_view(scan_coverage))
+    in_view = set(coverage.regions_in_view(scan_coverage, view_margin))
     absent: dict[int, str] = {lab: NOT_TRAINED for lab in anatomy.REGIONS}
     found: dict[int, np.ndarray | None] = {}
     labels = np.zeros(image.shape, np.uint8)
@@ -130,7 +135,7 @@ def _stage1(models, image: np.ndarray, priors, part_ranges, factor, scan_coverag
     if whole:
         boxes, estimated = box_priors.estimate_missing_boxes(found, priors, shape=image.shape)
     else:
-        inside = set(coverage.regions_inside_view(scan_coverage))
+        inside = set(coverage.regions_inside_view(scan_coverage, view_margin))
         wanted = {lab: box for lab, box in found.items() if box is not None or lab in inside}
         boxes, estimated = box_priors.estimate_missing_boxes(wanted, priors, shape=image.shape,
                                                              references=("group",))
@@ -251,13 +256,14 @@ def _stage2(models_by_key, image: np.ndarray, boxes, n_boxes, ratio_range, seed,
 def run_cascade(stage1_models, stage2_models, image, *, priors, part_ranges=stage1.DEFAULT_PART_RANGES,
                 factor=(2, 2, 1), n_boxes=6, ratio_range=(1.0, 1.8), seed=0, threshold=0.5,
                 closing_radius_vox=(1, 1, 0), scan_coverage=coverage.WHOLE, regions_by_group=None,
-                cut_padding: str = "edge") -> dict:
+                cut_padding: str = "edge", view_margin: float = 0.0) -> dict:
     """Both stages and postprocessing; returns ``run_stage1``'s and ``run_stage2``'s results
     under ``stage1`` and ``stage2`` plus ``labels`` (final) and ``seconds`` (total)."""
     t0 = time.perf_counter()
     image = _validate.volume(image, "image")
     scan_coverage, cut_padding = coverage.parse_coverage(scan_coverage), _check_padding(cut_padding)
-    s1 = _stage1(stage1_models, image, priors, part_ranges, factor, scan_coverage, regions_by_group or {}, cut_padding)
+    s1 = _stage1(stage1_models, image, priors, part_ranges, factor, scan_coverage, regions_by_group or {}, cut_padding,
+                 float(view_margin))
     s2 = _stage2(stage2_models, image, s1["boxes"], n_boxes, ratio_range, seed, threshold, closing_radius_vox,
                  scan_coverage, cut_padding)
     return {"stage1": s1, "stage2": s2, "labels": s2["labels"], "seconds": time.perf_counter() - t0}

@@ -25,7 +25,8 @@ Where the coverage comes from (:func:`coverage_of_scan`), first match wins:
    (:func:`coverage_from_profile`), the area of the body in each slice matched against the
    training cohort's outline along the leg (:func:`reference_body_profile`, written beside the
    stage-1 networks). This is an estimate: it is printed with its fit, and a fit worse than
-   ``MAX_PROFILE_MISFIT`` is an error asking for ``--coverage``.
+   ``MAX_PROFILE_MISFIT`` is an error asking for ``--coverage``; a muscle must reach
+   ``ESTIMATE_VIEW_MARGIN`` past a cut end of an estimated coverage to count as in view.
 
 A short scan with none of these is an error, never a silent whole-leg guess.
 """
@@ -48,6 +49,7 @@ __all__ = [
     "coverage_from_labels",
     "PROFILE_GRID",
     "MAX_PROFILE_MISFIT",
+    "ESTIMATE_VIEW_MARGIN",
     "body_area_profile",
     "reference_body_profile",
     "coverage_from_profile",
@@ -89,6 +91,12 @@ PROFILE_GRID = np.linspace(0.0, 1.0, 201)
 #: 0.04-0.12 on their thigh, calf and pelvis-to-knee cuts, 0.07-0.19 on the whole legs; a
 #: uniform cylinder fits at 0.22, a reversed thigh at 0.32, random areas at 0.55.
 MAX_PROFILE_MISFIT = 0.2
+
+#: How far (fraction of the span) a muscle must reach past a cut end of an estimated coverage
+#: to count as in view: the largest error of the outline estimate on the phantom's thigh, calf
+#: and pelvis-to-knee cuts, 0.038 (13 test cases), rounded up. A muscle that reaches less far
+#: into the scan is reported absent rather than segmented from a field of view it may not be in.
+ESTIMATE_VIEW_MARGIN = 0.04
 
 #: Body scale factors (subject's T12-to-ankle span / ``REFERENCE_SPAN_MM``) searched by
 #: :func:`coverage_from_profile`: 1.35 m to 2.35 m tall, about.
@@ -402,17 +410,26 @@ def _overlap(extent, coverage) -> float:
     return min(extent[1], coverage[1]) - max(extent[0], coverage[0])
 
 
-def regions_in_view(coverage) -> tuple[int, ...]:
-    """Region labels whose muscle's reference extent overlaps the coverage (sorted)."""
+def _inset(coverage, margin: float) -> tuple[float, float]:
+    """The coverage with each cut end (not T12 at 0, not the ankle at 1) moved ``margin`` inwards."""
     top, bottom = parse_coverage(coverage)
+    return (top + margin if top > WHOLE[0] else top), (bottom - margin if bottom < WHOLE[1] else bottom)
+
+
+def regions_in_view(coverage, margin: float = 0.0) -> tuple[int, ...]:
+    """Region labels whose muscle's reference extent overlaps the coverage (sorted); with
+    ``margin``, it must reach more than ``margin`` past a cut end into the scan (for an estimated
+    coverage: ``ESTIMATE_VIEW_MARGIN``)."""
+    view = _inset(coverage, margin)
     return tuple(sorted(lab for lab in anatomy.REGIONS
-                        if _overlap(anatomy.muscle_of_label(lab).si_extent, (top, bottom)) > 0))
+                        if _overlap(anatomy.muscle_of_label(lab).si_extent, view) > 0))
 
 
-def regions_inside_view(coverage) -> tuple[int, ...]:
-    """Region labels whose muscle's reference extent lies wholly inside the coverage (sorted):
-    the only ones whose box may be estimated from neighbours when stage 1 misses them."""
-    top, bottom = parse_coverage(coverage)
+def regions_inside_view(coverage, margin: float = 0.0) -> tuple[int, ...]:
+    """Region labels whose muscle's reference extent lies wholly inside the coverage (sorted),
+    at least ``margin`` from a cut end: the only ones whose box may be estimated from neighbours
+    when stage 1 misses them."""
+    top, bottom = _inset(coverage, margin)
     return tuple(sorted(lab for lab in anatomy.REGIONS
                         if top <= anatomy.muscle_of_label(lab).si_extent[0]
                         and anatomy.muscle_of_label(lab).si_extent[1] <= bottom))

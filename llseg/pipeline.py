@@ -613,7 +613,8 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
         step("stage 1")
         found = cascade.run_stage1(s1, pre["image"], priors=kwargs["priors"], part_ranges=kwargs["part_ranges"],
                                    factor=kwargs["factor"], scan_coverage=scan_coverage,
-                                   regions_by_group=kwargs["regions_by_group"], cut_padding=kwargs["cut_padding"])
+                                   regions_by_group=kwargs["regions_by_group"], cut_padding=kwargs["cut_padding"],
+                                   view_margin=coverage.ESTIMATE_VIEW_MARGIN if from_outline else 0.0)
         step("stage 2")
         res = cascade.run_stage2(s2, pre["image"], found["boxes"], n_boxes=kwargs["n_boxes"],
                                  ratio_range=kwargs["ratio_range"], seed=kwargs["seed"],

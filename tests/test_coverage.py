@@ -479,3 +479,24 @@ def test_coverage_of_scan_refuses_an_outline_that_fits_nothing(profile):
     adult here; the printed source and misfit, and --coverage, are the user's check.)"""
     with pytest.raises(ValueError, match=r"does not match the training cohort's .*misfit.*--coverage"):
         coverage.coverage_of_scan(profile.size, 10.0, profile=profile, reference=_outline(coverage.PROFILE_GRID))
+
+
+def test_view_margin_moves_only_the_cut_ends():
+    """With a margin, a muscle must reach that far past a cut end; the span's own ends (T12,
+    ankle) are not cut and keep everything that reaches them."""
+    rot = [anatomy.label_id("external_rotators", s) for s in ("right", "left")]      # extent 0.18-0.21
+    thigh, margin = COVERAGE_PRESETS["thigh"], coverage.ESTIMATE_VIEW_MARGIN
+    assert set(rot) <= set(coverage.regions_in_view(thigh))
+    assert not set(rot) & set(coverage.regions_in_view(thigh, margin))
+    expected = {lab for lab in anatomy.REGIONS
+                if _overlap_len(_extent(anatomy.muscle_of_label(lab).key), (0.19 + margin, 0.60 - margin)) > 0}
+    assert set(coverage.regions_in_view(thigh, margin)) == expected
+    assert coverage.regions_in_view(WHOLE, margin) == coverage.regions_in_view(WHOLE)
+    calf = COVERAGE_PRESETS["calf"]                       # only its top is cut
+    assert set(coverage.regions_inside_view(calf, margin)) == {
+        lab for lab in anatomy.REGIONS if _extent(anatomy.muscle_of_label(lab).key)[0] >= 0.60 + margin}
+    assert set(coverage.regions_inside_view(thigh, margin)) <= set(coverage.regions_inside_view(thigh))
+
+
+def _overlap_len(extent, view):
+    return min(extent[1], view[1]) - max(extent[0], view[0])
