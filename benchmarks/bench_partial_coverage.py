@@ -5,7 +5,7 @@ scan is cut to the subject's own hip-to-knee and knee-to-ankle stretch (``llseg.
 and segmented by ``llseg segment``'s code path (``pipeline.segment_scan``) with the committed
 models and ``--coverage thigh`` / ``--coverage calf`` (``--coverage-from preset``, the default), or
 without ``--coverage``, the coverage estimated from the scan's body outline
-(``--coverage-from outline``; needs ``models/stage1/body_profile.json``; its error against the
+(``--coverage-from outline``; needs ``models/body_profile.json``; its error against the
 preset is printed). Compared, on the same slices, with the committed whole-scan segmentation
 (``work/predictions/labels``):
 

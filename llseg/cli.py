@@ -618,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("body-profile", cmd_body_profile, "Record the training cases' body outline along the leg, from which "
              "`llseg segment` estimates what a short scan covers.",
-             "llseg body-profile --out models/stage1/body_profile.json")
+             "llseg body-profile --out models/body_profile.json")
     sp.add_argument("--preprocessed", default="work/preprocessed")
     sp.add_argument("--out", required=True)
 
@@ -700,7 +700,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--coverage", help="the stretch of the leg the scan covers: whole, pelvis_knee, thigh (hip to "
                     "knee joint), calf (knee to ankle joint), or TOP:BOTTOM fractions of the T12 (0) to ankle (1) "
                     "span; default: whole leg for a scan of 800 mm or more, else estimated from the body outline "
-                    "(models/stage1/body_profile.json; printed). Muscles outside it are "
+                    "(models/body_profile.json; printed). Muscles outside it are "
                     "reported absent ('not in field of view' in the volumes CSV)")
     sp.add_argument("--cut-padding", choices=("edge", "reflect", "none"), default="edge",
                     help="on a partial scan, how the networks see a body part or muscle cut by the scan's ends: "

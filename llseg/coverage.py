@@ -24,7 +24,7 @@ Where the coverage comes from (:func:`coverage_of_scan`), first match wins:
 4. a shorter one without labels (``llseg segment``): from its body outline
    (:func:`coverage_from_profile`), the area of the body in each slice matched against the
    training cohort's outline along the leg (:func:`reference_body_profile`, written beside the
-   stage-1 networks). This is an estimate: it is printed with its fit, and a fit worse than
+   networks as ``models/body_profile.json``). This is an estimate: it is printed with its fit, and a fit worse than
    ``MAX_PROFILE_MISFIT`` is an error asking for ``--coverage``; a muscle must reach
    ``ESTIMATE_VIEW_MARGIN`` past a cut end of an estimated coverage to count as in view.
 

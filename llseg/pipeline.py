@@ -10,7 +10,7 @@ Layout of a study (the defaults of the CLI)::
     work/preprocessed/{image,labels,bias}/   study grid + manifest.json    preprocess_cohort
     models/stage1/group_NN.keras (+ .json)   stage-1 networks             train_stage1_group
     models/stage1/box_priors.json            box priors                   write_box_priors
-    models/stage1/body_profile.json          body outline along the leg   write_body_profile
+    models/body_profile.json                 body outline along the leg   write_body_profile
     models/stage2/<muscle>.keras (+ .json)   stage-2 networks             train_stage2_muscle
     work/predictions/                        test-case label maps         predict_cases
 """
@@ -549,7 +549,7 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
     ``scan_coverage`` says which stretch of the leg it covers (``coverage.parse_coverage``: a
     preset such as ``"thigh"`` or ``(top, bottom)``); None = whole leg, or for a scan shorter than
     ``coverage.WHOLE_LEG_MIN_MM`` an estimate from its body outline (``coverage.coverage_of_scan``
-    with the models' ``stage1/body_profile.json``; an error without one). Regions outside it are reported absent;
+    with the models' ``body_profile.json``; an error without one). Regions outside it are reported absent;
     ``cut_padding`` is ``cascade.run_stage1``'s (``"none"`` for models trained on partial scans).
 
     Writes ``out_path`` (the 70-region label map) and beside it ``<stem>_volumes.csv``
@@ -578,7 +578,7 @@ def segment_scan(image, out_path, models_dir, *, spacing_mm, fov_mm, n4: bool, n
             raise ValueError(f"{image_path}: a 3-D volume needs at least 2 voxels on every axis, "
                              f"got shape {img.data.shape}")
         root = check_models_folder(models_dir)      # cheap checks first: a missing folder, a short scan
-        body_reference = load_body_profile(root / "stage1" / "body_profile.json")
+        body_reference = load_body_profile(root / "body_profile.json")
         # A short scan without --coverage: estimated from its outline after preprocessing, if the models can.
         from_outline = (scan_coverage is None and body_reference is not None
                         and img.data.shape[2] * img.spacing_mm[2] < coverage.WHOLE_LEG_MIN_MM)

@@ -687,7 +687,7 @@ def test_segment_a_thigh_cut_without_coverage_estimates_it_from_the_body_outline
     models = tmp_path / "models"
     shutil.copytree(study["models"], models)
     assert run_cli(["body-profile", "--preprocessed", str(study["preprocessed"]),
-                    "--out", str(models / "stage1" / "body_profile.json")]) == 0
+                    "--out", str(models / "body_profile.json")]) == 0
     assert "body outline of" in capsys.readouterr().out
     case = study["test_cases"][0]
     img = nib.as_closest_canonical(nib.load(str(study["data"] / "images" / f"{case}.nii.gz")))
