@@ -93,10 +93,19 @@ def seed_spread(params, variants, seeds, work, preprocessed, jobs) -> tuple[dict
     # the paired difference. Independent per-network draws of SD sigma give a difference SD of
     # sigma * sqrt(2), so sigma = sqrt(mean paired-difference variance / 2).
     pooled = float(np.sqrt(np.mean(list(diff_var.values())) / 2)) if pairs else float("nan")
-    return ({"seeds": list(seeds), "dice": dice,
-             "sd": {v: float(np.std(dice[v], ddof=1)) for v in variants},
-             "paired_difference_sd": {k: float(np.sqrt(x)) for k, x in diff_var.items()},
-             "network_sd_from_pairs": pooled}, folders)
+    out = {"seeds": list(seeds), "dice": dice,
+           "sd": {v: float(np.std(dice[v], ddof=1)) for v in variants},
+           "paired_difference_sd": {k: float(np.sqrt(x)) for k, x in diff_var.items()},
+           "network_sd_from_pairs": pooled}
+    if set(variants) == set(params["ablation"]["variants"]):
+        # The same for each curve's first quarter (``early_dice``, what fcn_worse_early compares):
+        # claims.ablation_early_training_sd.
+        docs = {s: ablation_json(*folders[s], params)["variants"] for s in seeds}
+        early = {v: [docs[s][v]["early_dice"] for s in seeds] for v in variants}
+        early_var = [np.var(np.subtract(early[b], early[a]), ddof=1) for a, b in pairs]
+        out.update(early_dice=early, early_sd={v: float(np.std(early[v], ddof=1)) for v in variants},
+                   early_network_sd_from_pairs=float(np.sqrt(np.mean(early_var) / 2)) if pairs else float("nan"))
+    return out, folders
 
 
 def ablation_json(runs_dir: Path, live_dir: Path, params: dict) -> dict:
@@ -130,10 +139,13 @@ def isa_run(params, isa, folder, preprocessed, jobs) -> tuple[Path, Path]:
 
 
 def verdict_table(runs: Mapping, thresholds: dict, sds) -> list[dict]:
-    """The Figure-5 verdicts of each run (name -> ablation.json document) at each retraining SD."""
+    """The Figure-5 verdicts of each run (name -> ablation.json document) at each retraining SD (at
+    SD 0 the early-Dice SD is 0 too; otherwise it is params.yaml's)."""
     rows = []
     for sd in sds:
         t = {**thresholds, "ablation_training_sd": sd}
+        if not sd:
+            t["ablation_early_training_sd"] = 0.0
         found = {name: verdicts(doc, t) for name, doc in runs.items()}
         for cid in next(iter(found.values())):
             rows.append({"training_sd": sd, "claim": cid,
@@ -194,6 +206,14 @@ def main() -> int:
             print(f"  {k:28s} {x:.4f}")
         print(f"per-network SD (pooled paired-difference SD / sqrt 2): {spread['network_sd_from_pairs']:.4f} "
               f"(params.yaml claims.ablation_training_sd: {sd_now:g})")
+        if "early_dice" in spread:
+            print("early Dice (mean of each curve's first quarter) per seed:")
+            for v in variants:
+                print(f"  {v:12s} " + " ".join(f"{d:.4f}" for d in spread["early_dice"][v])
+                      + f"  SD {spread['early_sd'][v]:.4f}")
+            print(f"per-network SD of the early Dice (pooled paired-difference SD / sqrt 2): "
+                  f"{spread['early_network_sd_from_pairs']:.4f} (params.yaml claims.ablation_early_training_sd: "
+                  f"{thresholds.get('ablation_early_training_sd', 0.0):g})")
         if set(variants) == set(params["ablation"]["variants"]):
             docs = {f"seed {s}": ablation_json(*folders[s], params) for s in args.seeds}
             docs = {f"study (seed {params['ablation']['seed']})": io.read_json(ROOT / "metrics/ablation.json"), **docs}
@@ -220,7 +240,7 @@ def main() -> int:
         result["isa"] = {"isa": args.isa or "(reused)", "ablation": other, "claims": rows,
                          "dice": {v: (base["variants"][v]["final_dice"], other["variants"][v]["final_dice"])
                                   for v in base["variants"]}}
-        print(f"\nFigure-5 end-of-training Dice, the study's run vs ONEDNN_MAX_CPU_ISA={args.isa}:")
+        print(f"\nFigure-5 end-of-training Dice, the study's run vs {names[1]}:")
         for v, (x, y) in result["isa"]["dice"].items():
             print(f"  {v:12s} {x:.4f} {y:.4f} ({y - x:+.4f})")
         print_verdicts(rows, names)

@@ -205,6 +205,7 @@ class Claims(_Section):
     bootstrap_resamples: Annotated[int, Field(strict=True, ge=100)]
     bootstrap_seed: Seed
     ablation_training_sd: NonNeg = 0.0
+    ablation_early_training_sd: NonNeg = 0.0
 
 
 class Variant(_Section):

@@ -264,7 +264,9 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
         One per sample (or empty: none): in each resample, every unit of that sample is shifted
         by one normal draw of this SD (seeded by ``seed``). It adds the variation the units do
         not hold, e.g. that of retraining the network whose outputs the sample holds, to the
-        interval; the statistic's mean over units is shifted by the draw.
+        interval; the statistic's mean over units is shifted by the draw. With offsets, samples
+        of a single unit (one value each) are allowed: the interval is then the percentile
+        interval of the statistic over ``n_resamples`` draws of the offsets alone.
 
     Returns
     -------
@@ -274,17 +276,26 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
     Raises
     ------
     ValueError
-        Fewer than two units, or arrays of different lengths.
+        Fewer than two units (one, with offsets), or arrays of different lengths.
     """
     arrays = [np.asarray(s, dtype=float) for s in samples]
-    n = len(arrays[0]) if arrays else 0
-    if n < 2 or any(len(a) != n for a in arrays):
-        raise ValueError(f"need >= 2 units shared by every sample, got lengths {[len(a) for a in arrays]}")
-
     sds = [float(x) for x in offset_sd]
     if sds and (len(sds) != len(arrays) or min(sds) < 0):
         raise ValueError(f"offset_sd: need {len(arrays)} SDs >= 0, one per sample, got {sds}")
+    n = len(arrays[0]) if arrays else 0
+    if any(len(a) != n for a in arrays) or n < (1 if any(sds) else 2):
+        raise ValueError(f"need >= 2 units shared by every sample (1 with offsets), got lengths "
+                         f"{[len(a) for a in arrays]}")
     offsets = np.random.default_rng([int(seed), 1])          # a stream of its own: same seed, same interval
+    if n == 1:  # nothing to resample: the interval is the offsets' alone (percentiles of the draws)
+        drawn = [a[None] + offsets.normal(0.0, sd, int(n_resamples)).reshape(-1, *[1] * a.ndim)
+                 for a, sd in zip(arrays, sds)]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out = np.asarray(statistic(*drawn), dtype=float)
+        tail = 50 * (1 - float(confidence))
+        low, high = np.nanpercentile(out, [tail, 100 - tail])
+        return float(low), float(high)
 
     def on_units(index, axis=-1):  # scipy resamples unit indices: the arrays stay paired
         flat = np.asarray(index).reshape(-1, n)

@@ -94,7 +94,8 @@ THRESHOLD_KEYS = (
     "volume_error_tolerance_pct", "msd_tolerance_mm", "most_share", "min_abs_spearman",
 )
 #: params.yaml ``claims:`` interval settings (optional here; params.py validates them).
-BOOTSTRAP_DEFAULTS = {"confidence": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0, "ablation_training_sd": 0.0}
+BOOTSTRAP_DEFAULTS = {"confidence": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0, "ablation_training_sd": 0.0,
+                      "ablation_early_training_sd": 0.0}
 _ABLATION_DICE = ("final_dice", "best_dice")
 
 
@@ -311,7 +312,9 @@ def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequ
         "resamples, seeded; the resampling unit is named: a test case carries all its regions). Figure 5's "
         "variants are each trained once: where a retraining SD is named, every resample also shifts each "
         "network's Dice by a normal draw of that SD (params.yaml `claims.ablation_training_sd`, measured by "
-        "retraining with other seeds), so that a difference another seed or CPU could undo does not decide. A verdict is "
+        "retraining with other seeds), so that a difference another seed or CPU could undo does not decide; the "
+        "early-training Dice has no per-crop values, so its interval is that of retraining alone "
+        "(`claims.ablation_early_training_sd`). A verdict is "
         "\"reproduced\" or \"not reproduced\" only when the interval lies wholly on one side of the threshold, "
         "else \"inconclusive\"; a difference of single values (\"no interval\") keeps a point verdict.",
         "",
@@ -409,6 +412,7 @@ def write_claims(metrics_dir, table, out, json_out, *, thresholds: Mapping, stag
                              **{f"n_{v.replace(' ', '_')}": n for v, n in counts.items()},
                              "confidence": t["confidence"], "bootstrap_resamples": t["bootstrap_resamples"],
                              "bootstrap_seed": t["bootstrap_seed"], "ablation_training_sd": t["ablation_training_sd"],
+                             "ablation_early_training_sd": t["ablation_early_training_sd"],
                              "claims": found})
     io.write_text(out, claims_markdown(found, profile=profile, notes=notes, confidence=t["confidence"],
                                        resamples=t["bootstrap_resamples"]))
