@@ -640,10 +640,8 @@ def test_dvc_repro_smoke_study_in_a_clone(tmp_path):
     print(f"\n  dvc repro smoke study in a clone: {time.perf_counter() - t0:.0f} s")
 
 
-def test_segment_a_thigh_cut_in_lps_reports_no_region_outside_the_view(study, model_cache, tmp_path, capsys):
-    """A test case cut to its hip-to-knee stretch and stored in LPS: refused without --coverage (too short for
-    a whole leg); with --coverage thigh, no region of a muscle outside the thigh in the label map, and the
-    volumes CSV says "not in field of view" (empty volume) for the calf and pelvic muscles."""
+def write_thigh_cut(study, path):
+    """The first test case cut to its hip-to-knee stretch (``phantom.cuts``), image only, written to ``path``."""
     from llseg import coverage
     from llseg.phantom import cuts
     from llseg.phantom.subject import Subject
@@ -653,8 +651,17 @@ def test_segment_a_thigh_cut_in_lps_reports_no_region_outside_the_view(study, mo
     lab = nib.as_closest_canonical(nib.load(str(study["data"] / "labels" / f"{case}.nii.gz")))
     subject = Subject(**io.read_json(study["data"] / "subjects" / f"{case}.json")["subject"])
     cut, _ = cuts.cut_case(img, lab, subject, coverage.COVERAGE_PRESETS["thigh"])
-    image = tmp_path / "thigh.nii.gz"
-    nib.save(nib.Nifti1Image(np.asarray(cut.dataobj, np.float32), cut.affine), str(image))
+    nib.save(nib.Nifti1Image(np.asarray(cut.dataobj, np.float32), cut.affine), str(path))
+    return path
+
+
+def test_segment_a_thigh_cut_in_lps_reports_no_region_outside_the_view(study, model_cache, tmp_path, capsys):
+    """A test case cut to its hip-to-knee stretch and stored in LPS: refused without --coverage (too short for
+    a whole leg); with --coverage thigh, no region of a muscle outside the thigh in the label map, and the
+    volumes CSV says "not in field of view" (empty volume) for the calf and pelvic muscles."""
+    from llseg import coverage
+
+    image = write_thigh_cut(study, tmp_path / "thigh.nii.gz")
     reorient_file(image, np.array([[0, -1], [1, -1], [2, 1]]))              # stored as LPS
     assert nib.aff2axcodes(nib.load(str(image)).affine) == ("L", "P", "S")
     args = ["segment", str(image), "-o", str(tmp_path / "out" / "thigh_seg.nii.gz"), "--models", str(study["models"]),
@@ -681,21 +688,13 @@ def test_segment_a_thigh_cut_without_coverage_estimates_it_from_the_body_outline
     cut of a test case needs no --coverage: the coverage is estimated (printed with its source)
     close to the hip-to-knee stretch, and no region of a muscle outside it is labelled."""
     from llseg import coverage
-    from llseg.phantom import cuts
-    from llseg.phantom.subject import Subject
 
     models = tmp_path / "models"
     shutil.copytree(study["models"], models)
     assert run_cli(["body-profile", "--preprocessed", str(study["preprocessed"]),
                     "--out", str(models / "body_profile.json")]) == 0
     assert "body outline of" in capsys.readouterr().out
-    case = study["test_cases"][0]
-    img = nib.as_closest_canonical(nib.load(str(study["data"] / "images" / f"{case}.nii.gz")))
-    lab = nib.as_closest_canonical(nib.load(str(study["data"] / "labels" / f"{case}.nii.gz")))
-    subject = Subject(**io.read_json(study["data"] / "subjects" / f"{case}.json")["subject"])
-    cut, _ = cuts.cut_case(img, lab, subject, coverage.COVERAGE_PRESETS["thigh"])
-    image = tmp_path / "thigh.nii.gz"
-    nib.save(nib.Nifti1Image(np.asarray(cut.dataobj, np.float32), cut.affine), str(image))
+    image = write_thigh_cut(study, tmp_path / "thigh.nii.gz")
     out = tmp_path / "out" / "thigh_seg.nii.gz"
     rc = cli.main(["segment", str(image), "-o", str(out), "--models", str(models), "--params", str(study["params"]), "-q"])
     printed = capsys.readouterr()
