@@ -206,6 +206,7 @@ class Claims(_Section):
     bootstrap_seed: Seed
     ablation_training_sd: NonNeg = 0.0
     ablation_early_training_sd: NonNeg = 0.0
+    study_retraining_sd: dict[str, NonNeg | list[NonNeg]] = Field(default_factory=dict)  # claim id -> SD(s)
 
 
 class Variant(_Section):

@@ -212,7 +212,8 @@ class Comparison:
     ``(n_resamples, n_units, ...)``, to the differences, shape ``(n_resamples,)``. Without
     samples the comparison has no interval and ``single`` says why. ``offset_sd`` (one per
     sample, or empty) is the spread that resampling the units cannot show, e.g. retraining the
-    network the sample comes from (:func:`bootstrap_interval`).
+    network the sample comes from (:func:`bootstrap_interval`); ``retraining_sd`` the same
+    for the difference itself: its spread over retrainings of every network it rests on.
     """
     difference: float
     rule: str
@@ -222,6 +223,7 @@ class Comparison:
     unit: str = ""
     single: str = "single value"
     offset_sd: tuple = ()
+    retraining_sd: float = 0.0
 
 
 def holds(x: float, rule: str, threshold: float) -> bool:
@@ -247,7 +249,8 @@ def interval_holds(low: float, high: float, rule: str, threshold: float) -> bool
 
 
 def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: float = 0.95,
-                       n_resamples: int = 2000, seed: int = 0, offset_sd: Sequence = ()) -> tuple[float, float]:
+                       n_resamples: int = 2000, seed: int = 0, offset_sd: Sequence = (),
+                       statistic_sd: float = 0.0) -> tuple[float, float]:
     """Paired percentile bootstrap interval of ``statistic`` (``scipy.stats.bootstrap``).
 
     Parameters
@@ -267,6 +270,10 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
         interval; the statistic's mean over units is shifted by the draw. With offsets, samples
         of a single unit (one value each) are allowed: the interval is then the percentile
         interval of the statistic over ``n_resamples`` draws of the offsets alone.
+    statistic_sd : float, optional
+        In each resample the statistic itself is shifted by one normal draw of this SD (seeded by
+        ``seed``): variation of the whole result that neither the units nor one sample show, e.g.
+        retraining every network a difference rests on.
 
     Returns
     -------
@@ -279,20 +286,23 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
         Fewer than two units (one, with offsets), or arrays of different lengths.
     """
     arrays = [np.asarray(s, dtype=float) for s in samples]
-    sds = [float(x) for x in offset_sd]
+    sds, shift_sd = [float(x) for x in offset_sd], float(statistic_sd)
     if sds and (len(sds) != len(arrays) or min(sds) < 0):
         raise ValueError(f"offset_sd: need {len(arrays)} SDs >= 0, one per sample, got {sds}")
+    if not shift_sd >= 0:
+        raise ValueError(f"statistic_sd: need an SD >= 0, got {statistic_sd}")
     n = len(arrays[0]) if arrays else 0
-    if any(len(a) != n for a in arrays) or n < (1 if any(sds) else 2):
+    if any(len(a) != n for a in arrays) or n < (1 if any(sds) or shift_sd else 2):
         raise ValueError(f"need >= 2 units shared by every sample (1 with offsets), got lengths "
                          f"{[len(a) for a in arrays]}")
     offsets = np.random.default_rng([int(seed), 1])          # a stream of its own: same seed, same interval
     if n == 1:  # nothing to resample: the interval is the offsets' alone (percentiles of the draws)
         drawn = [a[None] + offsets.normal(0.0, sd, int(n_resamples)).reshape(-1, *[1] * a.ndim)
-                 for a, sd in zip(arrays, sds)]
+                 for a, sd in zip(arrays, sds or [0.0] * len(arrays))]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             out = np.asarray(statistic(*drawn), dtype=float)
+        out = out + offsets.normal(0.0, shift_sd, out.shape) if shift_sd else out
         tail = 50 * (1 - float(confidence))
         low, high = np.nanpercentile(out, [tail, 100 - tail])
         return float(low), float(high)
@@ -306,6 +316,7 @@ def bootstrap_interval(samples: Sequence, statistic: Callable, *, confidence: fl
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices: nan-aware means
             out = np.asarray(statistic(*drawn), dtype=float)
+        out = out + offsets.normal(0.0, shift_sd, out.shape) if shift_sd else out
         return out.reshape(np.shape(index)[:-1])
 
     res = stats.bootstrap((np.arange(n),), on_units, vectorized=True, n_resamples=int(n_resamples),

@@ -26,12 +26,19 @@ The Figure-5 claims compare, where ``metrics/ablation.json`` holds each variant'
 ``final_crop_dice`` (and ``ablation_dice`` is ``final_dice``), the end-of-training crop Dice (the
 mean over the held-out crops = the last validation point, while ``final_dice`` averages the last
 two) with the test case as resampling unit; see ``claim_ablation``.
+
+The other claims rest on the study's 45 networks, trained once. Where ``claims:`` names a claim
+in ``study_retraining_sd`` (its compared value's SD over whole-study retrainings with other seeds
+or CPU kernels, measured by ``benchmarks/study_retraining_noise.py``), every resample of that
+claim's interval is also shifted by a normal draw of that SD, so that a difference a retraining
+could undo does not decide its verdict.
 """
 from __future__ import annotations
 
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +102,7 @@ THRESHOLD_KEYS = (
 )
 #: params.yaml ``claims:`` interval settings (optional here; params.py validates them).
 BOOTSTRAP_DEFAULTS = {"confidence": 0.95, "bootstrap_resamples": 2000, "bootstrap_seed": 0, "ablation_training_sd": 0.0,
-                      "ablation_early_training_sd": 0.0}
+                      "ablation_early_training_sd": 0.0, "study_retraining_sd": {}}
 _ABLATION_DICE = ("final_dice", "best_dice")
 
 
@@ -109,13 +116,43 @@ def _check_thresholds(thresholds) -> dict:
     out = {**BOOTSTRAP_DEFAULTS, **thresholds}
     if out["ablation_dice"] not in _ABLATION_DICE:
         raise ValueError(f"thresholds: ablation_dice must be one of {_ABLATION_DICE}, got {out['ablation_dice']!r}")
+    out["study_retraining_sd"] = _check_retraining_sd(out["study_retraining_sd"])
     for k in (*THRESHOLD_KEYS, *BOOTSTRAP_DEFAULTS):
-        if k == "ablation_dice":
+        if k in ("ablation_dice", "study_retraining_sd"):
             continue
         v = out[k]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"thresholds: {k} must be a finite number, got {v!r}")
     return out
+
+
+def _check_retraining_sd(sds) -> dict[str, tuple[float, ...]]:
+    """``claims.study_retraining_sd``: claim id -> one SD >= 0 (every comparison) or a list of
+    them (one per comparison) -> claim id -> tuple of SDs."""
+    if not isinstance(sds, Mapping):
+        raise ValueError(f"thresholds: study_retraining_sd must map claim ids to SDs, got {sds!r}")
+    known = {c.id for c in CLAIMS}
+    unknown = sorted(set(sds) - known)
+    if unknown:
+        raise ValueError(f"thresholds: study_retraining_sd names unknown claim(s) {unknown}")
+    out = {}
+    for cid, value in sds.items():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or not math.isfinite(v)
+                             for v in values):
+            raise ValueError(f"thresholds: study_retraining_sd.{cid} must be a finite SD >= 0 or a list of them, "
+                             f"got {value!r}")
+        out[cid] = tuple(float(v) for v in values)
+    return out
+
+
+def _with_retraining(cid: str, comparisons: tuple[Comparison, ...], sds: tuple[float, ...]) -> tuple[Comparison, ...]:
+    """``comparisons`` with their study retraining SD: one for all, or one each."""
+    if len(sds) not in (1, len(comparisons)):
+        raise ValueError(f"thresholds: study_retraining_sd.{cid} gives {len(sds)} SDs for {len(comparisons)} "
+                         "comparisons (give one, or one per comparison)")
+    sds = sds * len(comparisons) if len(sds) == 1 else sds
+    return tuple(replace(c, retraining_sd=sd) for c, sd in zip(comparisons, sds))
 
 
 def judge(comparison: Comparison, *, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0,
@@ -137,23 +174,37 @@ def judge(comparison: Comparison, *, confidence: float = 0.95, n_resamples: int 
     dict
         ``verdict`` (reproduced / not reproduced / inconclusive), ``difference``, ``ci_low``,
         ``ci_high`` (None without an interval; units of the difference), ``threshold``,
-        ``rule`` (``claim_inputs.RULES``), ``resampling_unit`` (or why there is no interval)
-        and ``interval`` (the text of the report's column).
+        ``rule`` (``claim_inputs.RULES``), ``resampling_unit`` (or why there is no interval),
+        ``retraining_sd`` (the comparison's study retraining SD, 0 for none) and ``interval``
+        (the text of the report's column).
+
+    Notes
+    -----
+    A comparison with a retraining SD but no per-unit data gets the interval of retraining
+    alone (the difference plus a normal draw of that SD, percentiles of ``n_resamples`` draws).
     """
     c = comparison
+    sd = float(c.retraining_sd) if interval else 0.0
     resample = interval and c.statistic is not None and bool(c.samples)
     single = c.single if c.statistic is None or not c.samples else "no interval asked"
     out = {"difference": c.difference, "ci_low": None, "ci_high": None, "threshold": c.threshold, "rule": c.rule,
-           "resampling_unit": c.unit if resample else single}
-    if not resample:
+           "resampling_unit": c.unit if resample else single, "retraining_sd": sd}
+    retraining = f", study retraining SD {sd:.2g}" if sd else ""
+    if resample:
+        low, high = bootstrap_interval(c.samples, c.statistic, confidence=confidence, n_resamples=n_resamples,
+                                       seed=seed, offset_sd=c.offset_sd, statistic_sd=sd)
+        text = f"{c.difference:+.3g} [{low:+.3g}, {high:+.3g}] per {c.unit}{retraining}"
+    elif sd:
+        low, high = bootstrap_interval([[c.difference]], lambda d: d[:, 0], confidence=confidence,
+                                       n_resamples=n_resamples, seed=seed, statistic_sd=sd)
+        out["resampling_unit"] = f"retraining only ({single})"
+        text = f"{c.difference:+.3g} [{low:+.3g}, {high:+.3g}] ({single}; study retraining SD {sd:.2g} only)"
+    else:
         verdict = REPRODUCED if holds(c.difference, c.rule, c.threshold) else NOT_REPRODUCED
         return {"verdict": verdict, **out, "interval": f"{c.difference:+.3g} ({single})"}
-    low, high = bootstrap_interval(c.samples, c.statistic, confidence=confidence, n_resamples=n_resamples, seed=seed,
-                                   offset_sd=c.offset_sd)
     inside = interval_holds(low, high, c.rule, c.threshold)
     verdict = INCONCLUSIVE if inside is None else REPRODUCED if inside else NOT_REPRODUCED
-    return {"verdict": verdict, **out, "ci_low": low, "ci_high": high,
-            "interval": f"{c.difference:+.3g} [{low:+.3g}, {high:+.3g}] per {c.unit}"}
+    return {"verdict": verdict, **out, "ci_low": low, "ci_high": high, "interval": text}
 
 
 def _interval_text(results: Sequence[Mapping]) -> str:
@@ -227,6 +278,8 @@ def evaluate_claims(inputs: Mapping, thresholds: Mapping, *, stage: str = "stage
         try:
             measured, comparisons = c.check(ctx)
             comparisons = (comparisons,) if isinstance(comparisons, Comparison) else tuple(comparisons)
+            if c.id in t["study_retraining_sd"]:
+                comparisons = _with_retraining(c.id, comparisons, t["study_retraining_sd"][c.id])
             results = [judge(k, **settings) for k in comparisons]
             verdict, reason = _combine(results), ""
             decisive = next(r for r in results if r["verdict"] == verdict)
@@ -314,7 +367,10 @@ def claims_markdown(claims: Sequence[Mapping], *, profile: str = "", notes: Sequ
         "network's Dice by a normal draw of that SD (params.yaml `claims.ablation_training_sd`, measured by "
         "retraining with other seeds), so that a difference another seed or CPU could undo does not decide; the "
         "early-training Dice has no per-crop values, so its interval is that of retraining alone "
-        "(`claims.ablation_early_training_sd`). A verdict is "
+        "(`claims.ablation_early_training_sd`). The other claims rest on the study's 45 networks, also trained "
+        "once: where \"study retraining SD\" is named, every resample also shifts the compared value by a normal "
+        "draw of that SD (`claims.study_retraining_sd`, the value's spread over whole-study retrainings with other "
+        "seeds and CPU kernels). A verdict is "
         "\"reproduced\" or \"not reproduced\" only when the interval lies wholly on one side of the threshold, "
         "else \"inconclusive\"; a difference of single values (\"no interval\") keeps a point verdict.",
         "",
@@ -413,7 +469,7 @@ def write_claims(metrics_dir, table, out, json_out, *, thresholds: Mapping, stag
                              "confidence": t["confidence"], "bootstrap_resamples": t["bootstrap_resamples"],
                              "bootstrap_seed": t["bootstrap_seed"], "ablation_training_sd": t["ablation_training_sd"],
                              "ablation_early_training_sd": t["ablation_early_training_sd"],
-                             "claims": found})
+                             "study_retraining_sd": t["study_retraining_sd"], "claims": found})
     io.write_text(out, claims_markdown(found, profile=profile, notes=notes, confidence=t["confidence"],
                                        resamples=t["bootstrap_resamples"]))
     return counts
